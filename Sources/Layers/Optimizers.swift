@@ -1,0 +1,96 @@
+// SGD as torch.optim.SGD defines it, and learning-rate schedules.
+//   g ← ∇ + λ·w;  b ← g (first step) or μ·b + (1 − dampening)·g;  g ← g + μ·b (Nesterov) or b;  w ← w − lr·g
+import Foundation
+
+public final class SGD {
+    public let parameters: [(String, Parameter)]
+    public var lr: Float
+    public let momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
+    /// Momentum buffers keyed by parameter name (absent until a parameter's first step).
+    public var momentumBuffers: [String: Tensor] = [:]
+
+    public init(parameters: [(String, Parameter)], lr: Float, momentum: Float = 0, dampening: Float = 0,
+                weightDecay: Float = 0, nesterov: Bool = false) {
+        precondition(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires momentum > 0 and zero dampening")
+        self.parameters = parameters.filter { $0.1.isTrainable }
+        self.lr = lr; self.momentum = momentum; self.dampening = dampening
+        self.weightDecay = weightDecay; self.nesterov = nesterov
+    }
+
+    /// Applies one update to every parameter that has a gradient.
+    public func step() {
+        for (name, p) in parameters {
+            guard let grad = p.value.grad else { continue }
+            let n = p.value.count, w = p.value.data, g = grad.data
+            let lr = self.lr, wd = weightDecay, mu = momentum, damp = dampening
+            if mu == 0 {
+                for i in 0..<n { w[i] -= lr * (g[i] + wd * w[i]) }
+                continue
+            }
+            if let buf = momentumBuffers[name] {
+                let b = buf.data
+                for i in 0..<n {
+                    let d = g[i] + wd * w[i]
+                    b[i] = mu * b[i] + (1 - damp) * d
+                    w[i] -= lr * (nesterov ? d + mu * b[i] : b[i])
+                }
+            } else {
+                let buf = Tensor(zeros: p.value.shape)
+                let b = buf.data
+                for i in 0..<n {
+                    let d = g[i] + wd * w[i]
+                    b[i] = d
+                    w[i] -= lr * (nesterov ? d + mu * b[i] : b[i])
+                }
+                momentumBuffers[name] = buf
+            }
+        }
+    }
+
+    /// Drops every parameter's gradient.
+    public func zeroGrad() { for (_, p) in parameters { p.value.zeroGrad() } }
+}
+
+/// Learning rate as a function of training progress in (fractional) epochs.
+public protocol LRSchedule {
+    func lr(epoch: Double) -> Float
+}
+
+/// lr = base · γ^(number of milestones ≤ epoch), as MultiStepLR stepped once per epoch.
+public struct MultiStepLR: LRSchedule {
+    public let base: Float, milestones: [Int], gamma: Float
+    public init(base: Float, milestones: [Int], gamma: Float = 0.1) {
+        self.base = base; self.milestones = milestones.sorted(); self.gamma = gamma
+    }
+    public func lr(epoch: Double) -> Float {
+        let passed = milestones.filter { Double($0) <= epoch.rounded(.down) }.count
+        return base * Foundation.pow(gamma, Float(passed))
+    }
+}
+
+/// lr = min + (base − min)·(1 + cos(π·epoch/total))/2, as CosineAnnealingLR stepped once per epoch.
+public struct CosineLR: LRSchedule {
+    public let base: Float, totalEpochs: Int, minLR: Float
+    public init(base: Float, totalEpochs: Int, minLR: Float = 0) {
+        precondition(totalEpochs > 0, "CosineLR: totalEpochs must be positive")
+        self.base = base; self.totalEpochs = totalEpochs; self.minLR = minLR
+    }
+    public func lr(epoch: Double) -> Float {
+        let e = min(epoch.rounded(.down), Double(totalEpochs))
+        return minLR + (base - minLR) * Float((1 + cos(Double.pi * e / Double(totalEpochs))) / 2)
+    }
+}
+
+/// Linear warm-up in front of another schedule: the factor rises from `startFactor` to 1 over
+/// `warmupEpochs` (fractional epochs, so it ramps per step), then `inner` applies unchanged.
+public struct WarmupLR: LRSchedule {
+    public let inner: LRSchedule, warmupEpochs: Double, startFactor: Float
+    public init(_ inner: LRSchedule, warmupEpochs: Double, startFactor: Float = 0.1) {
+        self.inner = inner; self.warmupEpochs = warmupEpochs; self.startFactor = startFactor
+    }
+    public func lr(epoch: Double) -> Float {
+        guard epoch < warmupEpochs else { return inner.lr(epoch: epoch) }
+        let t = Float(epoch / warmupEpochs)
+        return inner.lr(epoch: epoch) * (startFactor + (1 - startFactor) * t)
+    }
+}

@@ -1,0 +1,62 @@
+// A classifier split into stem / branch / head, so multi-branch methods can share a stem and reach feature maps.
+//   stem:   layers a multi-branch method shares (input → shared feature map)
+//   branch: the rest of the trunk up to the final feature map
+//   head:   global average pool + fully connected classifier
+@_exported import Layers
+
+public protocol Classifier: Module {
+    /// Input → the feature map branches start from.
+    func stem(_ x: Tensor) -> Tensor
+    /// Stem output → final feature map [N, H, W, C].
+    func branch(_ h: Tensor) -> Tensor
+    /// Final feature map → logits [N, classes].
+    func head(_ f: Tensor) -> Tensor
+    /// Channels of the stem output and of the final feature map.
+    var stemChannels: Int { get }
+    var featureChannels: Int { get }
+    var numClasses: Int { get }
+}
+
+extension Classifier {
+    /// Logits for a channels-last batch [N, H, W, C].
+    public func callAsFunction(_ x: Tensor) -> Tensor { head(branch(stem(x))) }
+    /// Final feature map for a batch.
+    public func features(_ x: Tensor) -> Tensor { branch(stem(x)) }
+}
+
+/// Errors a model lookup can raise.
+public enum ModelError: Error, CustomStringConvertible {
+    case unknownModel(String)
+    public var description: String {
+        switch self {
+        case .unknownModel(let name):
+            return "unknown model '\(name)'; expected one of: \(ModelZoo.names.joined(separator: ", ")) (or wrnD_K, e.g. wrn28_10)"
+        }
+    }
+}
+
+public enum ModelZoo {
+    /// Built-in model names.
+    public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+                               "resnet8x4", "resnet32x4", "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2"]
+
+    /// Builds a model by name for `inChannels`-channel images and `classes` outputs, initialised from `generator`.
+    public static func make(_ name: String, classes: Int, inChannels: Int = 3,
+                            generator g: inout Generator) throws -> Classifier {
+        let lower = name.lowercased()
+        if lower.hasPrefix("resnet") {
+            var spec = String(lower.dropFirst("resnet".count))
+            var widths = [16, 16, 32, 64]
+            if spec.hasSuffix("x4") { spec.removeLast(2); widths = [32, 64, 128, 256] }
+            guard let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0 else { throw ModelError.unknownModel(name) }
+            return CIFARResNet(depth: depth, widths: widths, classes: classes, inChannels: inChannels, generator: &g)
+        }
+        if lower.hasPrefix("wrn") {
+            let parts = lower.dropFirst(3).split(separator: "_")
+            guard parts.count == 2, let depth = Int(parts[0]), let k = Int(parts[1]), depth >= 10, (depth - 4) % 6 == 0, k >= 1
+            else { throw ModelError.unknownModel(name) }
+            return WideResNet(depth: depth, widen: k, classes: classes, inChannels: inChannels, generator: &g)
+        }
+        throw ModelError.unknownModel(name)
+    }
+}

@@ -1,0 +1,76 @@
+// CIFAR ResNets (He et al. 2016, §4.2) as the widely used PyTorch definitions name them: conv1/bn1, three stages
+// layer1..3 of BasicBlocks, 1×1-conv + BN projection shortcuts (`downsample.0`, `downsample.1`) where the shape
+// changes, global average pool, `fc`. depth = 6n + 2. widths [16, 16, 32, 64]; the "x4" variants [32, 64, 128, 256].
+// stem = conv1·bn1·relu·layer1·layer2, branch = layer3, head = pool·fc.
+
+/// out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
+public final class BasicBlock: Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
+    public let downsample: Sequential?
+    public var isTraining = true
+
+    public init(_ inPlanes: Int, _ planes: Int, stride: Int, generator g: inout Generator) {
+        conv1 = Conv2d(inPlanes, planes, kernelSize: 3, stride: stride, padding: 1, generator: &g)
+        bn1 = BatchNorm2d(planes)
+        conv2 = Conv2d(planes, planes, kernelSize: 3, padding: 1, generator: &g)
+        bn2 = BatchNorm2d(planes)
+        if stride != 1 || inPlanes != planes {
+            downsample = Sequential([Conv2d(inPlanes, planes, kernelSize: 1, stride: stride, generator: &g),
+                                     BatchNorm2d(planes)])
+        } else {
+            downsample = nil
+        }
+    }
+
+    public var children: [(String, Module)] {
+        var c: [(String, Module)] = [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2)]
+        if let d = downsample { c.append(("downsample", d)) }
+        return c
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = bn1.forward(conv1(x), relu: true)
+        let y = bn2(conv2(h))
+        let shortcut = downsample.map { $0(x) } ?? x
+        return (y + shortcut).relu()
+    }
+}
+
+public final class CIFARResNet: Classifier {
+    public let conv1: Conv2d, bn1: BatchNorm2d
+    public let layer1: Sequential, layer2: Sequential, layer3: Sequential
+    public let fc: Linear
+    public let numClasses: Int, stemChannels: Int, featureChannels: Int
+    public var isTraining = true
+
+    public init(depth: Int, widths: [Int], classes: Int, inChannels: Int = 3, generator g: inout Generator) {
+        precondition((depth - 2) % 6 == 0 && widths.count == 4, "CIFARResNet: depth must be 6n+2 and widths 4 numbers")
+        let n = (depth - 2) / 6
+        conv1 = Conv2d(inChannels, widths[0], kernelSize: 3, padding: 1, generator: &g)
+        bn1 = BatchNorm2d(widths[0])
+        var inPlanes = widths[0]
+        func stage(_ planes: Int, _ stride: Int, _ g: inout Generator) -> Sequential {
+            var blocks: [Layer] = []
+            for i in 0..<n {
+                blocks.append(BasicBlock(inPlanes, planes, stride: i == 0 ? stride : 1, generator: &g))
+                inPlanes = planes
+            }
+            return Sequential(blocks)
+        }
+        layer1 = stage(widths[1], 1, &g)
+        layer2 = stage(widths[2], 2, &g)
+        layer3 = stage(widths[3], 2, &g)
+        fc = Linear(widths[3], classes, generator: &g)
+        numClasses = classes
+        stemChannels = widths[2]
+        featureChannels = widths[3]
+    }
+
+    public var children: [(String, Module)] {
+        [("conv1", conv1), ("bn1", bn1), ("layer1", layer1), ("layer2", layer2), ("layer3", layer3), ("fc", fc)]
+    }
+
+    public func stem(_ x: Tensor) -> Tensor { layer2(layer1(bn1.forward(conv1(x), relu: true))) }
+    public func branch(_ h: Tensor) -> Tensor { layer3(h) }
+    public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
+}

@@ -1,0 +1,314 @@
+// 2-D convolution on channels-last activations.
+//
+// Legend: N batch, H×W input, OH×OW output, Ci/Co channels in/out, G groups (Cig = Ci/G, Cog = Co/G),
+// KH×KW kernel, K = KH·KW·Ci (one im2col row), Kg = KH·KW·Cig, M = N·OH·OW output pixels.
+// x [N, H, W, Ci], weight [Co, Cig, KH, KW] (PyTorch's layout, so checkpoints need no conversion), y [N, OH, OW, Co].
+//
+// The weight is permuted once per call to Wp [Co, KH, KW, Cig] (tiny). The batch is cut into chunks of whole
+// images of about 1,024 output pixels; per chunk, im2col writes cols [rows × K] (row layout [g][ky][kx][cig]) into
+// a cache-resident scratch buffer and one sgemm per group computes
+//   forward   y[rows × Cog] = cols_g · Wp_gᵀ
+//   backward  dWp_g += dy_gᵀ · cols_g        dcols_g = dy_g · Wp_g, then col2im into dx.
+// Chunks are whole images, so workers write disjoint parts of dx; each worker sums dW in its own buffer.
+// 1×1 stride-1 unpadded ungrouped layers skip im2col: x itself is cols.
+import CBLAS
+
+/// Shapes of one convolution.
+public struct ConvGeometry: Equatable {
+    public let n, h, w, ci, co, kh, kw, stride, padding, groups, oh, ow: Int
+    public var cig: Int { ci / groups }
+    public var cog: Int { co / groups }
+    public var kg: Int { kh * kw * cig }
+    public var k: Int { kh * kw * ci }
+    public var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 && groups == 1 }
+
+    public init(input: [Int], weight: [Int], stride: Int, padding: Int, groups: Int) {
+        precondition(input.count == 4, "conv2d: input must be [N, H, W, C] (channels-last), got \(input)")
+        precondition(weight.count == 4, "conv2d: weight must be [Cout, Cin/groups, KH, KW], got \(weight)")
+        precondition(stride >= 1 && padding >= 0 && groups >= 1, "conv2d: stride \(stride) must be ≥ 1, padding \(padding) ≥ 0, groups \(groups) ≥ 1")
+        n = input[0]; h = input[1]; w = input[2]; ci = input[3]
+        co = weight[0]; kh = weight[2]; kw = weight[3]
+        self.stride = stride; self.padding = padding; self.groups = groups
+        precondition(ci % groups == 0 && co % groups == 0,
+                     "conv2d: channels in \(ci) and out \(co) must both be divisible by groups \(groups)")
+        precondition(weight[1] == ci / groups,
+                     "conv2d: weight \(weight) expects \(weight[1] * groups) input channels but the input [N, H, W, C] = \(input) has \(ci)")
+        oh = (h + 2 * padding - kh) / stride + 1
+        ow = (w + 2 * padding - kw) / stride + 1
+        precondition(oh > 0 && ow > 0, "conv2d: kernel \(kh)×\(kw) does not fit input \(h)×\(w) with padding \(padding)")
+    }
+
+    /// Floating-point operations of the forward product (2 per multiply-add).
+    public var forwardFlops: Double { 2.0 * Double(n * oh * ow) * Double(co) * Double(kg) }
+}
+
+/// Reusable per-worker scratch buffers (grown on demand, never shrunk). Grow only from the calling thread.
+final class Scratch {
+    nonisolated(unsafe) static let shared = Scratch()
+    private var buffers: [[UnsafeMutablePointer<Float>]] = []
+    private var sizes: [[Int]] = []
+
+    /// Ensures `slots` buffers of `count` floats for each of `workers` workers; returns them [worker][slot].
+    func reserve(workers: Int, slots: Int, count: Int) -> [[UnsafeMutablePointer<Float>]] {
+        while buffers.count < workers { buffers.append([]); sizes.append([]) }
+        for w in 0..<workers {
+            while buffers[w].count < slots {
+                buffers[w].append(UnsafeMutablePointer<Float>.allocate(capacity: 1)); sizes[w].append(1)
+            }
+            for s in 0..<slots where sizes[w][s] < count {
+                buffers[w][s].deallocate()
+                buffers[w][s] = UnsafeMutablePointer<Float>.allocate(capacity: count)
+                sizes[w][s] = count
+            }
+        }
+        return Array(buffers.prefix(workers).map { Array($0.prefix(slots)) })
+    }
+}
+
+/// Target output pixels per chunk (measured best for resnet20 shapes on one core).
+public nonisolated(unsafe) var convChunkPixels = 1024
+
+// MARK: - im2col / col2im
+
+/// cols[(i·OH·OW + p) × K] for images n0..<n1, row layout [g][ky][kx][cig]; zero where the window leaves the input.
+@inline(__always)
+func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, _ cols: UnsafeMutablePointer<Float>) {
+    let K = g.k, cig = g.cig
+    var row = cols
+    for img in images {
+        let xi = x + img * g.h * g.w * g.ci
+        for oy in 0..<g.oh {
+            for ox in 0..<g.ow {
+                var dst = row
+                for grp in 0..<g.groups {
+                    for ky in 0..<g.kh {
+                        let iy = oy * g.stride - g.padding + ky
+                        for kx in 0..<g.kw {
+                            let ix = ox * g.stride - g.padding + kx
+                            if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
+                                dst.update(from: xi + (iy * g.w + ix) * g.ci + grp * cig, count: cig)
+                            } else {
+                                dst.update(repeating: 0, count: cig)
+                            }
+                            dst += cig
+                        }
+                    }
+                }
+                row += K
+            }
+        }
+    }
+}
+
+/// dx += col2im(dcols) for images n0..<n1 (inverse scatter of im2col).
+@inline(__always)
+func col2imAdd(_ dcols: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, _ dx: UnsafeMutablePointer<Float>) {
+    let K = g.k, cig = g.cig
+    var row = dcols
+    for img in images {
+        let dxi = dx + img * g.h * g.w * g.ci
+        for oy in 0..<g.oh {
+            for ox in 0..<g.ow {
+                var src = row
+                for grp in 0..<g.groups {
+                    for ky in 0..<g.kh {
+                        let iy = oy * g.stride - g.padding + ky
+                        for kx in 0..<g.kw {
+                            let ix = ox * g.stride - g.padding + kx
+                            if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
+                                let d = dxi + (iy * g.w + ix) * g.ci + grp * cig
+                                for c in 0..<cig { d[c] += src[c] }
+                            }
+                            src += cig
+                        }
+                    }
+                }
+                row += K
+            }
+        }
+    }
+}
+
+/// Wp[co][ky][kx][c] = W[co][c][ky][kx].
+func permuteWeightToRows(_ w: UnsafePointer<Float>, _ g: ConvGeometry, _ wp: UnsafeMutablePointer<Float>) {
+    let area = g.kh * g.kw
+    for o in 0..<g.co {
+        for c in 0..<g.cig {
+            for a in 0..<area { wp[(o * area + a) * g.cig + c] = w[(o * g.cig + c) * area + a] }
+        }
+    }
+}
+
+/// dW[co][c][ky][kx] += dWp[co][ky][kx][c].
+func addRowsToWeightGrad(_ dwp: UnsafePointer<Float>, _ g: ConvGeometry, _ dw: UnsafeMutablePointer<Float>) {
+    let area = g.kh * g.kw
+    for o in 0..<g.co {
+        for c in 0..<g.cig {
+            for a in 0..<area { dw[(o * g.cig + c) * area + a] += dwp[(o * area + a) * g.cig + c] }
+        }
+    }
+}
+
+// MARK: - Forward and backward
+
+/// 2-D convolution (cross-correlation, as PyTorch) of channels-last `x` [N, H, W, Ci] with `weight`
+/// [Co, Ci/groups, KH, KW] and optional `bias` [Co]; returns [N, OH, OW, Co].
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
+                   groups: Int = 1) -> Tensor {
+    let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
+    if let b = bias { precondition(b.shape == [g.co], "conv2d: bias shape \(b.shape), expected [\(g.co)]") }
+    let M = g.n * g.oh * g.ow
+    let started = Profiler.isEnabled ? Profiler.now() : 0
+    defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
+    let out = Tensor(zeros: [g.n, g.oh, g.ow, g.co])
+    let y = out.data
+    let wp = Tensor(zeros: [g.co, g.kg])
+    permuteWeightToRows(weight.data, g, wp.data)
+    if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
+    let beta: Float = bias == nil ? 0 : 1
+
+    let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
+    let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
+    if g.isPointwise {
+        gemm(transA: false, transB: true, m: M, n: g.co, k: g.ci, a: x.data, lda: g.ci, b: wp.data, ldb: g.ci,
+             beta: beta, c: y, ldc: g.co)
+    } else {
+        let workers = min(Threads.count, chunks)
+        let scratch = Scratch.shared.reserve(workers: workers, slots: 1, count: imagesPerChunk * g.oh * g.ow * g.k)
+        parallelRanges(chunks) { worker, chunkRange in
+            let cols = scratch[worker][0]
+            for c in chunkRange {
+                let images = (c * imagesPerChunk)..<min(g.n, (c + 1) * imagesPerChunk)
+                let rows = images.count * g.oh * g.ow
+                let y0 = y + images.lowerBound * g.oh * g.ow * g.co
+                im2col(x.data, g, images: images, cols)
+                for grp in 0..<g.groups {
+                    gemm(transA: false, transB: true, m: rows, n: g.cog, k: g.kg, a: cols + grp * g.kg, lda: g.k,
+                         b: wp.data + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
+                         parallel: false)
+                }
+            }
+        }
+    }
+
+    out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
+        conv2dBackward(x: x, weight: weight, bias: bias, wp: wp, dy: out.grad!.data, g,
+                       imagesPerChunk: imagesPerChunk, chunks: chunks)
+    }
+    return out
+}
+
+func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, wp: Tensor, dy: UnsafeMutablePointer<Float>,
+                    _ g: ConvGeometry, imagesPerChunk: Int, chunks: Int) {
+    let M = g.n * g.oh * g.ow
+    let started = Profiler.isEnabled ? Profiler.now() : 0
+    defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
+    let needX = x.requiresGrad, needW = weight.requiresGrad
+    if let b = bias, b.requiresGrad {
+        let gb = b.gradBuffer()
+        for r in 0..<M { accumulate(gb, dy + r * g.co, g.co) }
+    }
+    if !needX && !needW { return }
+    let wElems = g.co * g.kg
+
+    if g.isPointwise {
+        if needX {
+            gemm(transA: false, transB: false, m: M, n: g.ci, k: g.co, a: dy, lda: g.co, b: wp.data, ldb: g.ci,
+                 beta: 1, c: x.gradBuffer(), ldc: g.ci)
+        }
+        if needW {
+            let dwp = Tensor(zeros: [wElems])
+            let partial = Scratch.shared.reserve(workers: Threads.count, slots: 1, count: wElems)
+            parallelRanges(M, minPerWorker: 256) { worker, r in
+                gemm(transA: true, transB: false, m: g.co, n: g.ci, k: r.count, a: dy + r.lowerBound * g.co,
+                     lda: g.co, b: x.data + r.lowerBound * g.ci, ldb: g.ci, beta: 0, c: partial[worker][0],
+                     ldc: g.ci, parallel: false)
+            }
+            let used = min(Threads.count, max(1, M / 256))
+            for w in 0..<used { accumulate(dwp.data, partial[w][0], wElems) }
+            addRowsToWeightGrad(dwp.data, g, weight.gradBuffer())
+        }
+        return
+    }
+
+    let rowsMax = imagesPerChunk * g.oh * g.ow
+    let workers = min(Threads.count, chunks)
+    // Slots per worker: 0 cols, 1 dcols, 2 partial dWp.
+    let scratch = Scratch.shared.reserve(workers: workers, slots: 3, count: max(rowsMax * g.k, wElems))
+    let dx = needX ? x.gradBuffer() : nil
+    var used = [Bool](repeating: false, count: workers)
+    used.withUnsafeMutableBufferPointer { usedFlags in
+        parallelRanges(chunks) { worker, chunkRange in
+            usedFlags[worker] = true
+            let cols = scratch[worker][0], dcols = scratch[worker][1], dwp = scratch[worker][2]
+            if needW { dwp.update(repeating: 0, count: wElems) }
+            for c in chunkRange {
+                let images = (c * imagesPerChunk)..<min(g.n, (c + 1) * imagesPerChunk)
+                let rows = images.count * g.oh * g.ow
+                let dy0 = dy + images.lowerBound * g.oh * g.ow * g.co
+                if needW {
+                    im2col(x.data, g, images: images, cols)
+                    for grp in 0..<g.groups {
+                        gemm(transA: true, transB: false, m: g.cog, n: g.kg, k: rows, a: dy0 + grp * g.cog,
+                             lda: g.co, b: cols + grp * g.kg, ldb: g.k, beta: 1, c: dwp + grp * g.cog * g.kg,
+                             ldc: g.kg, parallel: false)
+                    }
+                }
+                if let dx = dx {
+                    for grp in 0..<g.groups {
+                        gemm(transA: false, transB: false, m: rows, n: g.kg, k: g.cog, a: dy0 + grp * g.cog,
+                             lda: g.co, b: wp.data + grp * g.cog * g.kg, ldb: g.kg, beta: 0,
+                             c: dcols + grp * g.kg, ldc: g.k, parallel: false)
+                    }
+                    col2imAdd(dcols, g, images: images, dx)
+                }
+            }
+        }
+    }
+    if needW {
+        let total = scratch[0][2]
+        for w in 1..<workers where used[w] { accumulate(total, scratch[w][2], wElems) }
+        addRowsToWeightGrad(total, g, weight.gradBuffer())
+    }
+}
+
+// MARK: - Naive reference
+
+/// Direct convolution, the reference the fast kernel is tested against. Returns (y, dx, dW, db) where the
+/// gradients are for upstream gradient `dy` (pass nil to skip them).
+public func conv2dReference(x: [Float], xShape: [Int], weight: [Float], wShape: [Int], bias: [Float]?,
+                            stride: Int, padding: Int, groups: Int, dy: [Float]?)
+    -> (y: [Float], dx: [Float], dw: [Float], db: [Float]) {
+    let g = ConvGeometry(input: xShape, weight: wShape, stride: stride, padding: padding, groups: groups)
+    var y = [Float](repeating: 0, count: g.n * g.oh * g.ow * g.co)
+    var dx = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: weight.count)
+    var db = [Float](repeating: 0, count: g.co)
+    for n in 0..<g.n {
+        for oy in 0..<g.oh {
+            for ox in 0..<g.ow {
+                for o in 0..<g.co {
+                    let grp = o / g.cog
+                    let yi = ((n * g.oh + oy) * g.ow + ox) * g.co + o
+                    var s = Double(bias?[o] ?? 0)
+                    let up = dy?[yi] ?? 0
+                    db[o] += up
+                    for c in 0..<g.cig {
+                        for ky in 0..<g.kh {
+                            for kx in 0..<g.kw {
+                                let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
+                                guard iy >= 0 && iy < g.h && ix >= 0 && ix < g.w else { continue }
+                                let xi = ((n * g.h + iy) * g.w + ix) * g.ci + grp * g.cig + c
+                                let wi = ((o * g.cig + c) * g.kh + ky) * g.kw + kx
+                                s += Double(x[xi]) * Double(weight[wi])
+                                dx[xi] += up * weight[wi]
+                                dw[wi] += up * x[xi]
+                            }
+                        }
+                    }
+                    y[yi] = Float(s)
+                }
+            }
+        }
+    }
+    return (y, dx, dw, db)
+}

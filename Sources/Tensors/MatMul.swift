@@ -1,0 +1,91 @@
+// Matrix products through OpenBLAS: matmul with optional transposes, and linear (x·Wᵀ + b).
+// Legend: A [m×k] (or [k×m] when transposed), B [k×n] (or [n×k]), C [m×n]; row-major throughout.
+import CBLAS
+
+/// C = alpha·op(A)·op(B) + beta·C (row-major), rows of C split across kernel threads when large.
+@inline(__always)
+public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                 a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true) {
+    if m == 0 || n == 0 { return }
+    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+    let rowsPerWorker = 64
+    if !parallel || Threads.count == 1 || m < 2 * rowsPerWorker || m * n * k < 1 << 20 {
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                    beta, c, Int32(ldc))
+        return
+    }
+    parallelRanges(m, minPerWorker: rowsPerWorker) { _, r in
+        // Row r of op(A) starts at a + r*lda (no transpose) or at column r (transpose).
+        let aOff = transA ? r.lowerBound : r.lowerBound * lda
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(r.count), Int32(n), Int32(k), alpha, a + aOff, Int32(lda),
+                    b, Int32(ldb), beta, c + r.lowerBound * ldc, Int32(ldc))
+    }
+}
+
+/// op(a)·op(b) for 2-D tensors; `transA` reads a as [k×m], `transB` reads b as [n×k].
+public func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+    precondition(a.rank == 2 && b.rank == 2, "matmul: needs 2-D tensors, got \(a.shape) and \(b.shape)")
+    let m = transA ? a.shape[1] : a.shape[0], k = transA ? a.shape[0] : a.shape[1]
+    let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
+    precondition(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transA ? "ᵀ" : "") · \(b.shape)\(transB ? "ᵀ" : "")")
+    let lda = a.shape[1], ldb = b.shape[1]
+    let out = Tensor(zeros: [m, n])
+    gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, lda: lda, b: b.data, ldb: ldb,
+         beta: 0, c: out.data, ldc: n)
+    out.record(inputs: [a, b]) { out in
+        let g = out.grad!.data
+        if a.requiresGrad {
+            let ga = a.gradBuffer()
+            if !transA {  // dA[m×k] += dC·op(B)ᵀ
+                gemm(transA: false, transB: !transB, m: m, n: k, k: n, a: g, lda: n, b: b.data, ldb: ldb,
+                     beta: 1, c: ga, ldc: lda)
+            } else {      // dA[k×m] += op(B)·dCᵀ
+                gemm(transA: transB, transB: true, m: k, n: m, k: n, a: b.data, lda: ldb, b: g, ldb: n,
+                     beta: 1, c: ga, ldc: lda)
+            }
+        }
+        if b.requiresGrad {
+            let gb = b.gradBuffer()
+            if !transB {  // dB[k×n] += op(A)ᵀ·dC
+                gemm(transA: !transA, transB: false, m: k, n: n, k: m, a: a.data, lda: lda, b: g, ldb: n,
+                     beta: 1, c: gb, ldc: ldb)
+            } else {      // dB[n×k] += dCᵀ·op(A)
+                gemm(transA: true, transB: transA, m: n, n: k, k: m, a: g, lda: n, b: a.data, ldb: lda,
+                     beta: 1, c: gb, ldc: ldb)
+            }
+        }
+    }
+    return out
+}
+
+/// y = x·Wᵀ + b for x [N, in], W [out, in], b [out] (PyTorch's nn.Linear).
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    precondition(x.rank == 2 && weight.rank == 2 && x.shape[1] == weight.shape[1],
+                 "linear: input \(x.shape) does not match weight \(weight.shape) (expected [N, \(weight.rank == 2 ? weight.shape[1] : -1)])")
+    let nRows = x.shape[0], fin = x.shape[1], fout = weight.shape[0]
+    if let b = bias { precondition(b.shape == [fout], "linear: bias shape \(b.shape), expected [\(fout)]") }
+    let out = Tensor(zeros: [nRows, fout])
+    let y = out.data
+    if let b = bias {
+        for r in 0..<nRows { (y + r * fout).update(from: b.data, count: fout) }
+    }
+    gemm(transA: false, transB: true, m: nRows, n: fout, k: fin, a: x.data, lda: fin, b: weight.data, ldb: fin,
+         beta: bias == nil ? 0 : 1, c: y, ldc: fout)
+    out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
+        let g = out.grad!.data
+        if x.requiresGrad {
+            gemm(transA: false, transB: false, m: nRows, n: fin, k: fout, a: g, lda: fout, b: weight.data,
+                 ldb: fin, beta: 1, c: x.gradBuffer(), ldc: fin)
+        }
+        if weight.requiresGrad {
+            gemm(transA: true, transB: false, m: fout, n: fin, k: nRows, a: g, lda: fout, b: x.data, ldb: fin,
+                 beta: 1, c: weight.gradBuffer(), ldc: fin)
+        }
+        if let b = bias, b.requiresGrad {
+            let gb = b.gradBuffer()
+            for r in 0..<nRows { accumulate(gb, g + r * fout, fout) }
+        }
+    }
+    return out
+}

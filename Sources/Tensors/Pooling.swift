@@ -1,0 +1,119 @@
+// Pooling on channels-last tensors [N, H, W, C] -> [N, OH, OW, C].
+// Max pool keeps the index of each window's maximum for the backward scatter. Average pool counts padded
+// zeros in the divisor (PyTorch's count_include_pad=True default).
+
+struct PoolGeometry {
+    let n, h, w, c, k, stride, padding, oh, ow: Int
+    init(_ shape: [Int], kernel: Int, stride: Int, padding: Int, _ op: String) {
+        precondition(shape.count == 4, "\(op): input must be [N, H, W, C], got \(shape)")
+        precondition(kernel >= 1 && stride >= 1 && padding >= 0 && padding * 2 <= kernel,
+                     "\(op): kernel \(kernel), stride \(stride), padding \(padding) invalid (padding at most half the kernel)")
+        n = shape[0]; h = shape[1]; w = shape[2]; c = shape[3]
+        k = kernel; self.stride = stride; self.padding = padding
+        oh = (h + 2 * padding - kernel) / stride + 1
+        ow = (w + 2 * padding - kernel) / stride + 1
+        precondition(oh > 0 && ow > 0, "\(op): kernel \(kernel) does not fit input \(h)×\(w)")
+    }
+}
+
+/// Max pooling with a square window.
+public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int = 0) -> Tensor {
+    let g = PoolGeometry(x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding, "maxPool2d")
+    let out = Tensor(zeros: [g.n, g.oh, g.ow, g.c])
+    let total = out.count
+    let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(total, 1))
+    let xp = x.data, y = out.data
+    for n in 0..<g.n {
+        for oy in 0..<g.oh {
+            for ox in 0..<g.ow {
+                let o = ((n * g.oh + oy) * g.ow + ox) * g.c
+                for c in 0..<g.c { y[o + c] = -.infinity; argmax[o + c] = -1 }
+                for ky in 0..<g.k {
+                    let iy = oy * g.stride - g.padding + ky
+                    guard iy >= 0 && iy < g.h else { continue }
+                    for kx in 0..<g.k {
+                        let ix = ox * g.stride - g.padding + kx
+                        guard ix >= 0 && ix < g.w else { continue }
+                        let i = ((n * g.h + iy) * g.w + ix) * g.c
+                        for c in 0..<g.c where xp[i + c] > y[o + c] || argmax[o + c] < 0 {
+                            y[o + c] = xp[i + c]; argmax[o + c] = Int32(i + c)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let keeper = IndexBuffer(argmax)
+    out.record(inputs: [x]) { out in
+        let gy = out.grad!.data, gx = x.gradBuffer(), idx = keeper.pointer
+        for o in 0..<total where idx[o] >= 0 { gx[Int(idx[o])] += gy[o] }
+    }
+    return out
+}
+
+/// Frees an index buffer when the tape releases the closure holding it.
+final class IndexBuffer {
+    let pointer: UnsafeMutablePointer<Int32>
+    init(_ p: UnsafeMutablePointer<Int32>) { pointer = p }
+    deinit { pointer.deallocate() }
+}
+
+/// Average pooling with a square window.
+public func avgPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int = 0) -> Tensor {
+    let g = PoolGeometry(x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding, "avgPool2d")
+    let out = Tensor(zeros: [g.n, g.oh, g.ow, g.c])
+    let scale = 1 / Float(g.k * g.k)
+    // Visits every (output pixel, input pixel) pair of a window.
+    func forEachWindow(_ body: (Int, Int) -> Void) {
+        for n in 0..<g.n {
+            for oy in 0..<g.oh {
+                for ox in 0..<g.ow {
+                    let o = ((n * g.oh + oy) * g.ow + ox) * g.c
+                    for ky in 0..<g.k {
+                        let iy = oy * g.stride - g.padding + ky
+                        guard iy >= 0 && iy < g.h else { continue }
+                        for kx in 0..<g.k {
+                            let ix = ox * g.stride - g.padding + kx
+                            guard ix >= 0 && ix < g.w else { continue }
+                            body(o, ((n * g.h + iy) * g.w + ix) * g.c)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let xp = x.data, y = out.data, C = g.c
+    forEachWindow { o, i in for c in 0..<C { y[o + c] += scale * xp[i + c] } }
+    out.record(inputs: [x]) { out in
+        let gy = out.grad!.data, gx = x.gradBuffer()
+        forEachWindow { o, i in for c in 0..<C { gx[i + c] += scale * gy[o + c] } }
+    }
+    return out
+}
+
+/// Mean over the spatial axes: [N, H, W, C] -> [N, C].
+public func globalAvgPool(_ x: Tensor) -> Tensor {
+    precondition(x.rank == 4, "globalAvgPool: input must be [N, H, W, C], got \(x.shape)")
+    let n = x.shape[0], hw = x.shape[1] * x.shape[2], c = x.shape[3]
+    let out = Tensor(zeros: [n, c])
+    let xp = x.data, y = out.data, scale = 1 / Float(hw)
+    for i in 0..<n {
+        let yi = y + i * c
+        for p in 0..<hw {
+            let xr = xp + (i * hw + p) * c
+            for j in 0..<c { yi[j] += xr[j] }
+        }
+        for j in 0..<c { yi[j] *= scale }
+    }
+    out.record(inputs: [x]) { out in
+        let gy = out.grad!.data, gx = x.gradBuffer()
+        for i in 0..<n {
+            let gi = gy + i * c
+            for p in 0..<hw {
+                let gr = gx + (i * hw + p) * c
+                for j in 0..<c { gr[j] += gi[j] * scale }
+            }
+        }
+    }
+    return out
+}

@@ -1,0 +1,117 @@
+// Shape ops: reshape (shares storage), permute/transpose, concat, split, slice.
+
+extension Tensor {
+    /// Same values under another shape; one dimension may be -1 (inferred). Shares storage.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        var s = newShape
+        if let j = s.firstIndex(of: -1) {
+            let known = s.enumerated().filter { $0.offset != j }.reduce(1) { $0 * $1.element }
+            precondition(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) for \(count) elements")
+            s[j] = count / known
+        }
+        precondition(elementCount(s) == count, "reshape: shape \(newShape) holds \(elementCount(s)) elements, tensor \(shape) has \(count)")
+        let out = Tensor(shape: s, storage: storage)
+        let n = count
+        out.record(inputs: [self]) { out in accumulate(self.gradBuffer(), out.grad!.data, n) }
+        return out
+    }
+
+    /// Flattens every dimension after the first: [N, ...] -> [N, rest].
+    public func flattened() -> Tensor { reshaped([shape.first ?? 1, -1]) }
+
+    /// Reorders dimensions: output dimension i is input dimension `order[i]`.
+    public func permuted(_ order: [Int]) -> Tensor {
+        precondition(order.count == rank && Set(order) == Set(0..<rank),
+                     "permute: \(order) is not a permutation of 0..<\(rank)")
+        let outShape = order.map { shape[$0] }
+        var inStrides = [Int](repeating: 1, count: rank)
+        for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+        let srcStrides = order.map { inStrides[$0] }
+        let zeros = [Int](repeating: 0, count: rank)
+        let out = Tensor(zeros: outShape)
+        let x = data, y = out.data
+        // Walk the output in order; the "a" index of forEachBroadcast follows the permuted input strides.
+        forEachBroadcast(outShape, srcStrides, zeros) { i, ia, _ in y[i] = x[ia] }
+        out.record(inputs: [self]) { out in
+            let g = out.grad!.data, gx = self.gradBuffer()
+            forEachBroadcast(outShape, srcStrides, zeros) { i, ia, _ in gx[ia] += g[i] }
+        }
+        return out
+    }
+
+    /// Swaps two dimensions.
+    public func transposed(_ a: Int = -2, _ b: Int = -1) -> Tensor {
+        var order = Array(0..<rank)
+        order.swapAt(normalizeAxis(a, rank: rank, "transpose"), normalizeAxis(b, rank: rank, "transpose"))
+        return permuted(order)
+    }
+
+    /// Elements `range` along `axis`.
+    public func slice(axis: Int, _ range: Range<Int>) -> Tensor {
+        let ax = normalizeAxis(axis, rank: rank, "slice")
+        precondition(range.lowerBound >= 0 && range.upperBound <= shape[ax],
+                     "slice: range \(range) outside 0..<\(shape[ax]) on axis \(ax) of shape \(shape)")
+        let (outer, n, inner) = splitAround(shape, axis: ax)
+        var outShape = shape
+        outShape[ax] = range.count
+        let len = range.count * inner, off = range.lowerBound * inner
+        let out = Tensor(zeros: outShape)
+        let x = data, y = out.data
+        for o in 0..<outer { (y + o * len).update(from: x + o * n * inner + off, count: len) }
+        out.record(inputs: [self]) { out in
+            let g = out.grad!.data, gx = self.gradBuffer()
+            for o in 0..<outer { accumulate(gx + o * n * inner + off, g + o * len, len) }
+        }
+        return out
+    }
+
+    /// Splits `axis` into consecutive pieces of the given sizes.
+    public func split(sizes: [Int], axis: Int) -> [Tensor] {
+        let ax = normalizeAxis(axis, rank: rank, "split")
+        precondition(sizes.reduce(0, +) == shape[ax], "split: sizes \(sizes) do not add up to \(shape[ax]) on axis \(ax)")
+        var start = 0
+        return sizes.map { s in
+            defer { start += s }
+            return slice(axis: ax, start..<(start + s))
+        }
+    }
+}
+
+/// Joins tensors along `axis`; all other dimensions must match.
+public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
+    precondition(!tensors.isEmpty, "concat: needs at least one tensor")
+    let first = tensors[0]
+    let ax = normalizeAxis(axis, rank: first.rank, "concat")
+    for t in tensors {
+        var a = t.shape, b = first.shape
+        precondition(a.count == b.count, "concat: ranks differ (\(a) vs \(b))")
+        a[ax] = 0; b[ax] = 0
+        precondition(a == b, "concat: shapes \(t.shape) and \(first.shape) differ outside axis \(ax)")
+    }
+    var outShape = first.shape
+    outShape[ax] = tensors.reduce(0) { $0 + $1.shape[ax] }
+    let (outer, total, inner) = splitAround(outShape, axis: ax)
+    let out = Tensor(zeros: outShape)
+    let y = out.data
+    var offset = 0
+    var offsets: [Int] = []
+    for t in tensors {
+        offsets.append(offset)
+        let len = t.shape[ax] * inner
+        for o in 0..<outer { (y + o * total * inner + offset).update(from: t.data + o * len, count: len) }
+        offset += len
+    }
+    out.record(inputs: tensors) { out in
+        let g = out.grad!.data
+        for (t, off) in zip(tensors, offsets) where t.requiresGrad {
+            let len = t.shape[ax] * inner, gt = t.gradBuffer()
+            for o in 0..<outer { accumulate(gt + o * len, g + o * total * inner + off, len) }
+        }
+    }
+    return out
+}
+
+/// Stacks equal-shaped tensors along a new leading axis.
+public func stack(_ tensors: [Tensor]) -> Tensor {
+    concat(tensors.map { $0.reshaped([1] + $0.shape) }, axis: 0)
+}

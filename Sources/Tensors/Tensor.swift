@@ -1,0 +1,217 @@
+// Tensor: a shape over a reference-counted float32 buffer, with a tape for reverse-mode autograd.
+//
+// Ops never write into their inputs (except where the name says so, e.g. `addInPlace`). An op whose inputs
+// require gradients records a backward closure and its parents on the output; `backward()` sorts the graph
+// once, walks it in reverse topological order, and each closure *accumulates* into its parents' `.grad`.
+// Activations of images are channels-last: [N, H, W, C].
+
+/// A reference-counted, 64-byte aligned float32 buffer.
+public final class Storage {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    /// Allocates `count` floats, zero-filled.
+    public init(count: Int) {
+        precondition(count >= 0, "Storage: negative element count \(count)")
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+/// Global switch for recording operations on the tape.
+public enum GradMode {
+    /// True while operations record backward closures.
+    public nonisolated(unsafe) static var isEnabled = true
+}
+
+/// Runs `body` without recording any operation on the tape.
+@discardableResult
+public func withoutGradients<T>(_ body: () throws -> T) rethrows -> T {
+    let previous = GradMode.isEnabled
+    GradMode.isEnabled = false
+    defer { GradMode.isEnabled = previous }
+    return try body()
+}
+
+public final class Tensor {
+    /// Dimensions, outermost first.
+    public let shape: [Int]
+    /// The values, row-major over `shape`.
+    public let storage: Storage
+    /// Whether gradients flow to this tensor. Leaves with `requiresGrad` collect `.grad`.
+    public var requiresGrad: Bool
+    /// Accumulated gradient, same shape; nil until a backward pass reaches this tensor.
+    public var grad: Tensor?
+
+    /// Tensors this one was computed from (empty for leaves and for outputs made without gradients).
+    var parents: [Tensor] = []
+    /// Accumulates this tensor's gradient into its parents' gradients.
+    var backwardFn: ((Tensor) -> Void)?
+
+    /// Number of elements.
+    public var count: Int { storage.count }
+    /// Number of dimensions.
+    public var rank: Int { shape.count }
+    /// Mutable pointer to the values (ops use this only on fresh outputs or for documented in-place updates).
+    @inlinable public var data: UnsafeMutablePointer<Float> { storage.pointer }
+    /// True when gradients reach this tensor but it was not computed by a recorded op.
+    public var isLeaf: Bool { backwardFn == nil }
+
+    /// A zero-filled tensor.
+    public init(zeros shape: [Int], requiresGrad: Bool = false) {
+        Tensor.checkShape(shape)
+        self.shape = shape
+        self.storage = Storage(count: shape.reduce(1, *))
+        self.requiresGrad = requiresGrad
+    }
+
+    /// A tensor over an existing storage (a view with another shape, same element count).
+    public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
+        Tensor.checkShape(shape)
+        precondition(shape.reduce(1, *) == storage.count,
+                     "Tensor: shape \(shape) holds \(shape.reduce(1, *)) elements but the storage has \(storage.count)")
+        self.shape = shape
+        self.storage = storage
+        self.requiresGrad = requiresGrad
+    }
+
+    /// A tensor holding `values`, row-major over `shape`.
+    public convenience init(shape: [Int], values: [Float], requiresGrad: Bool = false) {
+        self.init(zeros: shape, requiresGrad: requiresGrad)
+        precondition(values.count == count,
+                     "Tensor: shape \(shape) needs \(count) values, got \(values.count)")
+        values.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { data.update(from: base, count: count) }
+        }
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    public convenience init(shape: [Int], repeating value: Float, requiresGrad: Bool = false) {
+        self.init(zeros: shape, requiresGrad: requiresGrad)
+        data.update(repeating: value, count: count)
+    }
+
+    /// A 0-dimensional tensor.
+    public convenience init(scalar: Float, requiresGrad: Bool = false) {
+        self.init(shape: [], values: [scalar], requiresGrad: requiresGrad)
+    }
+
+    static func checkShape(_ shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in shape \(shape)")
+    }
+
+    /// The values as an array (copies).
+    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    /// The single value of a one-element tensor.
+    public var item: Float {
+        precondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, expected 1")
+        return data[0]
+    }
+
+    /// The same values, cut from the tape (shares storage).
+    public func detached() -> Tensor { Tensor(shape: shape, storage: storage) }
+
+    /// An independent copy of the values (not on the tape).
+    public func copy() -> Tensor {
+        let out = Tensor(zeros: shape)
+        out.data.update(from: data, count: count)
+        return out
+    }
+
+    /// The gradient buffer, allocated (zeroed) on first use.
+    public func gradBuffer() -> UnsafeMutablePointer<Float> {
+        if let g = grad { return g.data }
+        let g = Tensor(zeros: shape)
+        grad = g
+        return g.data
+    }
+
+    /// Drops the accumulated gradient.
+    public func zeroGrad() { grad = nil }
+
+    /// Makes the output of an op: records `backward` when gradients are on and an input requires them.
+    /// `backward` receives the output (whose `.grad` is set) and must accumulate into the inputs' grads
+    /// (checking each input's `requiresGrad`).
+    @inlinable
+    public static func result(shape: [Int], inputs: [Tensor], backward: @escaping (Tensor) -> Void) -> Tensor {
+        let out = Tensor(zeros: shape)
+        out.record(inputs: inputs, backward: backward)
+        return out
+    }
+
+    /// Attaches a backward closure to an already-computed output.
+    public func record(inputs: [Tensor], backward: @escaping (Tensor) -> Void) {
+        guard GradMode.isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return }
+        requiresGrad = true
+        parents = inputs
+        backwardFn = backward
+    }
+
+    /// Reverse-mode differentiation from this tensor. A non-scalar output needs `gradient` (same shape);
+    /// a scalar gets 1. Gradients accumulate into `.grad` of every leaf that requires them; the tape is freed.
+    public func backward(gradient: Tensor? = nil) {
+        precondition(requiresGrad, "backward: this tensor does not require gradients (no input required them, or it was made inside withoutGradients)")
+        if let g = gradient {
+            precondition(g.shape == shape, "backward: gradient shape \(g.shape) does not match tensor shape \(shape)")
+            let dst = gradBuffer()
+            for i in 0..<count { dst[i] += g.data[i] }
+        } else {
+            precondition(count == 1, "backward: output of shape \(shape) is not a scalar; pass `gradient:`")
+            gradBuffer()[0] += 1
+        }
+        // Iterative post-order DFS: parents before children.
+        var order: [Tensor] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(Tensor, Int)] = [(self, 0)]
+        visited.insert(ObjectIdentifier(self))
+        while let (node, next) = stack.popLast() {
+            if next < node.parents.count {
+                stack.append((node, next + 1))
+                let p = node.parents[next]
+                if p.requiresGrad && visited.insert(ObjectIdentifier(p)).inserted { stack.append((p, 0)) }
+            } else {
+                order.append(node)
+            }
+        }
+        for node in order.reversed() {
+            guard let fn = node.backwardFn else { continue }
+            if node.grad != nil { fn(node) }
+            // Free the tape and the intermediate gradient as soon as it has been propagated.
+            node.backwardFn = nil
+            node.parents = []
+            node.grad = nil
+        }
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let shown = array.prefix(8).map { String($0) }.joined(separator: ", ")
+        return "Tensor(shape: \(shape), values: [\(shown)\(count > 8 ? ", ..." : "")])"
+    }
+}
+
+/// Product of dimensions.
+@inlinable func elementCount(_ shape: [Int]) -> Int { shape.reduce(1, *) }
+
+/// Normalises a possibly negative axis for a tensor of `rank` dimensions.
+@inlinable func normalizeAxis(_ axis: Int, rank: Int, _ op: String) -> Int {
+    let a = axis < 0 ? axis + rank : axis
+    precondition(a >= 0 && a < rank, "\(op): axis \(axis) out of range for a tensor of rank \(rank)")
+    return a
+}
+
+/// Views `shape` around `axis` as [outer, n, inner].
+@inlinable func splitAround(_ shape: [Int], axis: Int) -> (outer: Int, n: Int, inner: Int) {
+    (shape[..<axis].reduce(1, *), shape[axis], shape[(axis + 1)...].reduce(1, *))
+}
+
+/// dst[i] += src[i]
+@inlinable func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    for i in 0..<n { dst[i] += src[i] }
+}

@@ -1,0 +1,108 @@
+// `distill bench engine`: sgemm throughput, and training / inference images per second of CIFAR ResNets.
+import ArgumentParser
+import Foundation
+import Models
+
+struct BenchEngine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Measures sgemm GFLOP/s and ResNet training/inference images/s at 1 and 2 threads.",
+        discussion: """
+        Training images/s counts forward + backward + SGD step on random 3×32×32 input with 100 classes.
+        The convolution share is the fraction of training step time spent in convolution kernels
+        (im2col, sgemm, col2im). Build with `swift build -c release` first; debug builds are far slower.
+        """)
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    @Option(help: "Comma-separated model names.")
+    var models = "resnet20,resnet32,resnet56"
+
+    @Option(help: "Batch size.")
+    var batch = 128
+
+    @Option(help: "Timed training steps per measurement (after one warm-up step).")
+    var steps = 4
+
+    @Option(help: "Comma-separated thread counts to measure.")
+    var threads = "1,2"
+
+    func validate() throws {
+        guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
+        guard !threadCounts.isEmpty else { throw ValidationError("--threads must list positive integers, e.g. 1,2") }
+        var g = Generator(seed: 0)
+        for name in modelNames {
+            do { _ = try ModelZoo.make(name, classes: 10, generator: &g) } catch {
+                throw ValidationError("--models: \(error)")
+            }
+        }
+    }
+
+    var modelNames: [String] { models.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+    var threadCounts: [Int] { threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 } }
+
+    func run() throws {
+        var results: [(String, Double)] = []
+        func report(_ key: String, _ value: Double, _ label: String) {
+            results.append((key, value))
+            if !json { print(label.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f", value)) }
+        }
+        for t in threadCounts {
+            report("sgemm_gflops_t\(t)", measureSgemmGFLOPS(threads: t), "sgemm 1024³ GFLOP/s, \(t) thread(s)")
+        }
+        for name in modelNames {
+            for t in threadCounts {
+                Threads.set(t)
+                let (train, share) = try measureTraining(name, threads: t)
+                report("\(name)_train_ips_t\(t)", train, "\(name) train images/s, batch \(batch), \(t) thread(s)")
+                report("\(name)_conv_share_t\(t)", share * 100, "\(name) convolution share of step, %, \(t) thread(s)")
+                report("\(name)_infer_ips_t\(t)", try measureInference(name),
+                       "\(name) inference images/s, batch \(batch), \(t) thread(s)")
+            }
+        }
+        if json {
+            let body = results.map { "\"\($0.0)\": \(String(format: "%.2f", $0.1))" }.joined(separator: ", ")
+            print("{\(body)}")
+        }
+    }
+
+    func makeModel(_ name: String) throws -> (Classifier, Tensor, [Int]) {
+        var g = Generator(seed: 1)
+        let model = try ModelZoo.make(name, classes: 100, generator: &g)
+        let x = Tensor.randn([batch, 32, 32, 3], generator: &g)
+        let labels = (0..<batch).map { _ in g.int(below: 100) }
+        return (model, x, labels)
+    }
+
+    /// Images/s of forward + backward + SGD step, and the share of that time in convolution kernels.
+    func measureTraining(_ name: String, threads: Int) throws -> (Double, Double) {
+        let (model, x, labels) = try makeModel(name)
+        let opt = SGD(parameters: model.namedParameters(), lr: 0.01, momentum: 0.9, weightDecay: 5e-4)
+        func step() {
+            opt.zeroGrad()
+            crossEntropy(model(x), labels: labels).backward()
+            opt.step()
+        }
+        step()
+        Profiler.reset()
+        Profiler.isEnabled = true
+        defer { Profiler.isEnabled = false }
+        let t0 = Profiler.now()
+        for _ in 0..<steps { step() }
+        let elapsed = Profiler.now() - t0
+        return (Double(batch * steps) / elapsed, Profiler.convolutionSeconds / elapsed)
+    }
+
+    /// Images/s of an eval-mode forward pass without the tape.
+    func measureInference(_ name: String) throws -> Double {
+        let (model, x, _) = try makeModel(name)
+        model.eval()
+        return withoutGradients {
+            _ = model(x)
+            let t0 = Profiler.now()
+            for _ in 0..<steps { _ = model(x) }
+            return Double(batch * steps) / (Profiler.now() - t0)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Layers
+import TestSupport
+import XCTest
+
+final class LayersTests: XCTestCase {
+    func testStateDictNamesAndOrder() {
+        var g = Generator(seed: 1)
+        let seq = Sequential([Conv2d(3, 4, kernelSize: 3, padding: 1, bias: true, generator: &g), BatchNorm2d(4),
+                              ReLU(), Linear(4, 2, generator: &g)])
+        XCTAssertEqual(seq.namedState().map { $0.0 },
+                       ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                        "1.num_batches_tracked", "3.weight", "3.bias"])
+        XCTAssertEqual(seq.namedParameters().map { $0.0 }, ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"])
+        XCTAssertEqual(seq.namedBuffers().map { $0.0 }, ["1.running_mean", "1.running_var", "1.num_batches_tracked"])
+        XCTAssertEqual(seq.parameterCount, 4 * 3 * 9 + 4 + 4 + 4 + 8 + 2)
+    }
+
+    func testTrainEvalSwitchesBatchNormAndDropout() {
+        let bn = BatchNorm2d(2)
+        let seq = Sequential([bn, Dropout(p: 0.5)])
+        seq.eval()
+        XCTAssertFalse(bn.isTraining)
+        let x = randomTensor([4, 2, 2, 2], seed: 2)
+        assertClose(seq(x), x.affine(scale: 1 / (1 + 1e-5).squareRoot(), shift: 0), rtol: 1e-6,
+                    "eval: running stats (0, 1) and dropout off")
+        XCTAssertEqual(bn.numBatchesTracked.value.item, 0)
+        seq.train()
+        _ = seq(x)
+        XCTAssertEqual(bn.numBatchesTracked.value.item, 1)
+        XCTAssertNotEqual(bn.runningMean.value.array, [0, 0])
+    }
+
+    func testInitialisation() {
+        var g = Generator(seed: 3)
+        let conv = Conv2d(64, 128, kernelSize: 3, generator: &g)
+        let w = conv.weight.value.array
+        let std = (w.map { $0 * $0 }.reduce(0, +) / Float(w.count)).squareRoot()
+        XCTAssertEqual(std, (2 / Float(128 * 9)).squareRoot(), accuracy: 0.002, "Kaiming normal, fan_out")
+        let fc = Linear(256, 10, generator: &g)
+        let bound = 1 / Float(256).squareRoot()
+        XCTAssertTrue(fc.weight.value.array.allSatisfy { abs($0) <= bound })
+        XCTAssertTrue(fc.bias!.value.array.allSatisfy { abs($0) <= bound })
+        XCTAssertGreaterThan(fc.weight.value.array.map(abs).max()!, 0.9 * bound)
+    }
+
+    /// torch.optim.SGD, written out by hand for two steps.
+    func testSGDMatchesTorchDefinition() {
+        for (momentum, dampening, nesterov, wd) in [(Float(0), Float(0), false, Float(0)), (0.9, 0, false, 5e-4),
+                                                   (0.9, 0, true, 1e-2), (0.5, 0.3, false, 0)] {
+            let p = Parameter(Tensor(shape: [2], values: [1, -2]))
+            let opt = SGD(parameters: [("w", p)], lr: 0.1, momentum: momentum, dampening: dampening,
+                          weightDecay: wd, nesterov: nesterov)
+            var w: [Float] = [1, -2]
+            var buf: [Float]? = nil
+            for step in 0..<3 {
+                let grad: [Float] = [0.5 + Float(step), -1]
+                p.value.grad = Tensor(shape: [2], values: grad)
+                opt.step()
+                for i in 0..<2 {
+                    var d = grad[i] + wd * w[i]
+                    if momentum != 0 {
+                        if buf == nil { buf = [0, 0]; buf![0] = 0; buf![1] = 0 }
+                        buf![i] = step == 0 ? d : momentum * buf![i] + (1 - dampening) * d
+                        d = nesterov ? d + momentum * buf![i] : buf![i]
+                    }
+                    w[i] -= 0.1 * d
+                }
+                assertClose(p.value.array, w, rtol: 1e-6, atol: 1e-7, "momentum \(momentum) nesterov \(nesterov) step \(step)")
+            }
+        }
+    }
+
+    func testSchedules() {
+        let ms = MultiStepLR(base: 0.1, milestones: [150, 180, 210])
+        XCTAssertEqual(ms.lr(epoch: 149.9), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(ms.lr(epoch: 150), 0.01, accuracy: 1e-7)
+        XCTAssertEqual(ms.lr(epoch: 215), 0.0001, accuracy: 1e-8)
+        let cos = CosineLR(base: 0.1, totalEpochs: 100)
+        XCTAssertEqual(cos.lr(epoch: 0), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(cos.lr(epoch: 50), 0.05, accuracy: 1e-6)
+        XCTAssertEqual(cos.lr(epoch: 100), 0, accuracy: 1e-7)
+        let warm = WarmupLR(cos, warmupEpochs: 5, startFactor: 0.2)
+        XCTAssertEqual(warm.lr(epoch: 0), 0.02, accuracy: 1e-7)
+        XCTAssertEqual(warm.lr(epoch: 2.5), cos.lr(epoch: 2.5) * 0.6, accuracy: 1e-7)
+        XCTAssertEqual(warm.lr(epoch: 10), cos.lr(epoch: 10))
+    }
+
+    func testLayerGradients() {
+        var g = Generator(seed: 4)
+        let conv = Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1, bias: true, generator: &g)
+        let x = randomTensor([2, 5, 5, 3], seed: 5)
+        gradCheck([x, conv.weight.value, conv.bias!.value], "Conv2d layer") { _ in conv(x) }
+        let fc = Linear(6, 3, generator: &g)
+        let v = randomTensor([4, 6], seed: 6)
+        gradCheck([v, fc.weight.value, fc.bias!.value], eps: 1e-3, "Linear layer") { _ in fc(v) }
+    }
+}

@@ -1,0 +1,119 @@
+import Models
+import TestSupport
+import XCTest
+
+final class ModelsTests: XCTestCase {
+    func testParameterCountsMatchPyTorchDefinitions() throws {
+        let expected100 = ["resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
+                           "resnet56": 861_620, "resnet110": 1_736_564, "resnet8x4": 1_233_540,
+                           "resnet32x4": 7_433_860, "wrn16_2": 703_284, "wrn40_2": 2_255_156]
+        for (name, count) in expected100 {
+            var g = Generator(seed: 0)
+            XCTAssertEqual(try ModelZoo.make(name, classes: 100, generator: &g).parameterCount, count, name)
+        }
+        for (name, count) in ["resnet20": 272_474, "resnet32": 466_906] {
+            var g = Generator(seed: 0)
+            XCTAssertEqual(try ModelZoo.make(name, classes: 10, generator: &g).parameterCount, count, name)
+        }
+        var g = Generator(seed: 0)
+        XCTAssertThrowsError(try ModelZoo.make("resnet21", classes: 10, generator: &g))
+        XCTAssertThrowsError(try ModelZoo.make("vgg99", classes: 10, generator: &g)) { error in
+            XCTAssertTrue("\(error)".contains("resnet20"), "the message lists known models")
+        }
+    }
+
+    func testStateDictNames() throws {
+        var g = Generator(seed: 0)
+        let resnet = try ModelZoo.make("resnet20", classes: 10, generator: &g)
+        let names = resnet.namedState().map { $0.0 }
+        for n in ["conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+                  "layer2.0.downsample.1.num_batches_tracked", "layer3.2.bn2.bias", "fc.weight", "fc.bias"] {
+            XCTAssertTrue(names.contains(n), n)
+        }
+        XCTAssertFalse(names.contains("layer1.0.downsample.0.weight"), "no projection where shapes match")
+        XCTAssertEqual(names.first, "conv1.weight")
+        let wrn = try ModelZoo.make("wrn16_2", classes: 10, generator: &g)
+        let wnames = wrn.namedState().map { $0.0 }
+        for n in ["conv1.weight", "block1.layer.0.bn1.weight", "block1.layer.0.convShortcut.weight",
+                  "block2.layer.1.conv2.weight", "bn1.running_mean", "fc.bias"] {
+            XCTAssertTrue(wnames.contains(n), n)
+        }
+        XCTAssertEqual(try ModelZoo.make("resnet8x4", classes: 10, generator: &g).namedState()
+            .first { $0.0 == "layer1.0.downsample.0.weight" }?.1.shape, [64, 32, 1, 1])
+    }
+
+    func testStemBranchHeadComposeAndGrayscaleInput() throws {
+        for name in ["resnet8", "wrn16_1"] {
+            var g = Generator(seed: 1)
+            let m = try ModelZoo.make(name, classes: 10, inChannels: 1, generator: &g)
+            m.eval()
+            let x = randomTensor([2, 28, 28, 1], seed: 2)
+            let h = m.stem(x)
+            XCTAssertEqual(h.shape, [2, 14, 14, m.stemChannels], name)
+            let f = m.branch(h)
+            XCTAssertEqual(f.shape, [2, 7, 7, m.featureChannels], name)
+            assertClose(m.head(f), m(x), name)
+            XCTAssertEqual(m(x).shape, [2, 10])
+        }
+    }
+
+    /// Finite differences through a whole ResNet-8 loss (batch norm in training mode) on sampled coordinates
+    /// of the input and of parameters in every part of the network. A network of ReLUs is piecewise linear: a
+    /// perturbation can cross a kink somewhere and spoil that one difference quotient, so a coordinate passes
+    /// when either of two step sizes agrees with the analytic gradient, and 90% of coordinates must pass
+    /// (a wrong backward fails nearly all coordinates of the tensor it touches).
+    func testResNet8LossGradient() throws {
+        var g = Generator(seed: 3)
+        let m = try ModelZoo.make("resnet8", classes: 5, generator: &g)
+        let x = randomTensor([6, 8, 8, 3], seed: 4)
+        x.requiresGrad = true
+        let labels = [0, 3, 1, 4, 2, 2]
+        let named = m.namedParameters()
+        let probes = [("input", x)] + ["conv1.weight", "bn1.bias", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight",
+                                       "layer2.0.bn1.weight", "layer3.0.conv1.weight", "layer3.0.bn2.bias", "fc.weight", "fc.bias"]
+            .map { n in (n, named.first { $0.0 == n }!.1.value) }
+        crossEntropy(m(x), labels: labels).backward()
+        func loss() -> Double { withoutGradients { Double(crossEntropy(m(x), labels: labels).item) } }
+        var passed = 0, total = 0
+        var failures: [String] = []
+        for (name, t) in probes {
+            for _ in 0..<6 {
+                let i = g.int(below: t.count)
+                let analytic = t.grad!.data[i]
+                let ok = [Float(1e-3), 3e-4].contains { eps in
+                    let saved = t.data[i]
+                    t.data[i] = saved + eps; let up = loss()
+                    t.data[i] = saved - eps; let down = loss()
+                    t.data[i] = saved
+                    let numeric = Float((up - down) / Double(2 * eps))
+                    return abs(numeric - analytic) <= 2e-3 + 0.1 * abs(numeric)
+                }
+                total += 1
+                if ok { passed += 1 } else { failures.append("\(name)[\(i)]") }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(Double(passed) / Double(total), 0.9, "failed coordinates: \(failures)")
+    }
+
+    func testResNet8OverfitsSmallBatch() throws {
+        var g = Generator(seed: 5)
+        let m = try ModelZoo.make("resnet8", classes: 10, generator: &g)
+        let x = Tensor.randn([64, 16, 16, 3], generator: &g)
+        let labels = (0..<64).map { _ in g.int(below: 10) }
+        let opt = SGD(parameters: m.namedParameters(), lr: 0.05, momentum: 0.9, weightDecay: 0)
+        var loss: Float = .infinity
+        var steps = 0
+        while steps < 400 && loss > 0.05 {
+            opt.zeroGrad()
+            let l = crossEntropy(m(x), labels: labels)
+            l.backward()
+            opt.step()
+            loss = l.item
+            steps += 1
+        }
+        XCTAssertLessThan(loss, 0.05, "after \(steps) steps")
+        m.eval()
+        let accuracy = zip(m(x).argmaxLastAxis(), labels).filter { $0 == $1 }.count
+        XCTAssertGreaterThanOrEqual(accuracy, 60, "eval-mode accuracy on the memorised batch")
+    }
+}

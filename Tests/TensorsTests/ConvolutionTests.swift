@@ -1,0 +1,60 @@
+import TestSupport
+import Tensors
+import XCTest
+
+final class ConvolutionTests: XCTestCase {
+    struct Case { let n, h, w, ci, co, k, stride, pad, groups: Int }
+    let cases = [
+        Case(n: 2, h: 7, w: 5, ci: 3, co: 4, k: 3, stride: 1, pad: 1, groups: 1),
+        Case(n: 3, h: 9, w: 8, ci: 4, co: 6, k: 3, stride: 2, pad: 1, groups: 1),
+        Case(n: 2, h: 6, w: 7, ci: 5, co: 3, k: 3, stride: 2, pad: 0, groups: 1),
+        Case(n: 2, h: 5, w: 5, ci: 6, co: 4, k: 3, stride: 1, pad: 1, groups: 2),
+        Case(n: 2, h: 6, w: 6, ci: 4, co: 4, k: 3, stride: 1, pad: 1, groups: 4),  // depthwise
+        Case(n: 2, h: 5, w: 4, ci: 3, co: 6, k: 1, stride: 1, pad: 0, groups: 3),
+        Case(n: 3, h: 5, w: 6, ci: 4, co: 5, k: 1, stride: 1, pad: 0, groups: 1),  // pointwise fast path
+        Case(n: 2, h: 7, w: 7, ci: 4, co: 8, k: 1, stride: 2, pad: 0, groups: 1),  // projection shortcut
+        Case(n: 1, h: 6, w: 5, ci: 2, co: 3, k: 5, stride: 3, pad: 2, groups: 1),
+    ]
+
+    /// Fast kernel vs the direct reference, forward and both backward products, with small chunks and
+    /// several threads so chunk boundaries and per-worker accumulation are exercised.
+    func testMatchesDirectConvolution() {
+        let savedThreads = Threads.count, savedChunk = convChunkPixels
+        defer { Threads.set(savedThreads); convChunkPixels = savedChunk }
+        for (ci, c) in cases.enumerated() {
+            for (threads, chunk) in [(1, 1024), (2, 20), (3, 1)] {
+                Threads.set(threads)
+                convChunkPixels = chunk
+                let x = randomTensor([c.n, c.h, c.w, c.ci], seed: UInt64(ci))
+                let w = randomTensor([c.co, c.ci / c.groups, c.k, c.k], seed: UInt64(100 + ci))
+                let b = randomTensor([c.co], seed: UInt64(200 + ci))
+                x.requiresGrad = true; w.requiresGrad = true; b.requiresGrad = true
+                let y = conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.pad, groups: c.groups)
+                let dy = randomTensor(y.shape, seed: UInt64(300 + ci))
+                y.backward(gradient: dy)
+                let ref = conv2dReference(x: x.array, xShape: x.shape, weight: w.array, wShape: w.shape,
+                                          bias: b.array, stride: c.stride, padding: c.pad, groups: c.groups,
+                                          dy: dy.array)
+                let tag = "case \(ci) threads \(threads) chunk \(chunk)"
+                assertClose(y.array, ref.y, rtol: 1e-4, atol: 1e-4, "\(tag) y")
+                assertClose(x.grad!.array, ref.dx, rtol: 1e-4, atol: 1e-4, "\(tag) dx")
+                assertClose(w.grad!.array, ref.dw, rtol: 1e-4, atol: 1e-4, "\(tag) dW")
+                assertClose(b.grad!.array, ref.db, rtol: 1e-4, atol: 1e-4, "\(tag) db")
+            }
+        }
+    }
+
+    func testOutputShapeAndFiniteDifferences() {
+        let x = randomTensor([2, 6, 5, 3], seed: 1), w = randomTensor([4, 3, 3, 3], seed: 2, std: 0.5)
+        let b = randomTensor([4], seed: 3)
+        XCTAssertEqual(conv2d(x, weight: w, stride: 2, padding: 1).shape, [2, 3, 3, 4])
+        gradCheck([x, w, b], eps: 1e-2, "conv stride 2") {
+            conv2d($0[0], weight: $0[1], bias: $0[2], stride: 2, padding: 1)
+        }
+        let wg = randomTensor([6, 1, 3, 3], seed: 4, std: 0.5)
+        let xg = randomTensor([2, 5, 5, 6], seed: 5)
+        gradCheck([xg, wg], eps: 1e-2, "depthwise") { conv2d($0[0], weight: $0[1], padding: 1, groups: 6) }
+        let w1 = randomTensor([5, 3, 1, 1], seed: 6)
+        gradCheck([x, w1], eps: 1e-2, "pointwise") { conv2d($0[0], weight: $0[1]) }
+    }
+}

@@ -1,0 +1,54 @@
+import TestSupport
+import Tensors
+import XCTest
+
+final class NormalizationTests: XCTestCase {
+    func testTrainingStatisticsAndRunningUpdate() {
+        // Two channels, four rows: channel 0 = 1, 2, 3, 4; channel 1 = 10, 10, 10, 14.
+        let x = Tensor(shape: [1, 2, 2, 2], values: [1, 10, 2, 10, 3, 10, 4, 14])
+        let rm = Tensor(zeros: [2]), rv = Tensor(shape: [2], repeating: 1)
+        let w = Tensor(shape: [2], values: [2, 1]), b = Tensor(shape: [2], values: [0, 1])
+        let y = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: true)
+        // channel 0: mean 2.5, biased var 1.25; channel 1: mean 11, biased var 3
+        let e: Float = 1e-5
+        let expected0 = [1, 2, 3, 4].map { 2 * ($0 - 2.5) / (1.25 + e).squareRoot() }
+        let expected1 = [10, 10, 10, 14].map { ($0 - 11) / (3 + e).squareRoot() + 1 }
+        assertClose(y.array, [expected0[0], expected1[0], expected0[1], expected1[1],
+                              expected0[2], expected1[2], expected0[3], expected1[3]], rtol: 1e-5)
+        // running: (1 − 0.1)·old + 0.1·batch, with the unbiased variance (5/3 and 4)
+        assertClose(rm.array, [0.25, 1.1], rtol: 1e-6)
+        assertClose(rv.array, [0.9 + 0.1 * 5 / 3, 0.9 + 0.4], rtol: 1e-6)
+        // eval uses the running statistics
+        let z = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: false)
+        XCTAssertEqual(z.data[0], 2 * (1 - 0.25) / (rv.data[0] + e).squareRoot(), accuracy: 1e-5)
+        assertClose(rm.array, [0.25, 1.1], rtol: 1e-6, "eval leaves running stats alone")
+    }
+
+    func testGradientsTrainEvalAndFusedReLU() {
+        let x = randomTensor([3, 4, 3, 5], seed: 1)
+        let w = randomTensor([5], seed: 2).affine(scale: 0.5, shift: 1), b = randomTensor([5], seed: 3)
+        let rm = Tensor(zeros: [5]), rv = Tensor(shape: [5], repeating: 1)
+        gradCheck([x, w, b], eps: 1e-2, rtol: 2e-2, "batch norm train") {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: rm, runningVar: rv, training: true)
+        }
+        gradCheck([x, w, b], eps: 1e-2, "batch norm eval") {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: rm, runningVar: rv, training: false)
+        }
+        // Fused ReLU equals BN followed by ReLU, value and gradient.
+        let fused = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: false, fuseReLU: true)
+        let plain = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: false).relu()
+        assertClose(fused, plain)
+        // Training mode: the fused backward equals the unfused composite's backward (both analytic; finite
+        // differences through a ReLU kink after a batch-coupled op are unreliable).
+        var grads: [[[Float]]] = []
+        for fuse in [true, false] {
+            for t in [x, w, b] { t.requiresGrad = true; t.zeroGrad() }
+            let y = fuse
+                ? batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: true, fuseReLU: true)
+                : batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: true).relu()
+            (y * randomTensor(y.shape, seed: 9)).sum().backward()
+            grads.append([x.grad!.array, w.grad!.array, b.grad!.array])
+        }
+        for k in 0..<3 { assertClose(grads[0][k], grads[1][k], rtol: 1e-4, atol: 1e-5, "fused input \(k)") }
+    }
+}
