@@ -32,7 +32,7 @@ public final class BasicBlock: Layer {
         let h = bn1.forward(conv1(x), relu: true)
         let y = bn2(conv2(h))
         let shortcut = downsample.map { $0(x) } ?? x
-        return (y + shortcut).relu()
+        return addRelu(y, shortcut)
     }
 }
 

@@ -6,12 +6,11 @@ extension Tensor {
     /// max(0, x).
     public func relu() -> Tensor {
         let n = count, x = data
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let y = out.data
-        for i in 0..<n { y[i] = max(0, x[i]) }
+        vRelu(x, nil, y, n)
         out.record(inputs: [self]) { out in
-            let g = out.grad!.data, gx = self.gradBuffer()
-            for i in 0..<n where x[i] > 0 { gx[i] += g[i] }
+            vMaskedAccumulate(self.gradBuffer(), out.grad!.data, mask: x, n)
         }
         return out
     }
@@ -32,7 +31,7 @@ extension Tensor {
         precondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
         guard training && p > 0 else { return self }
         let n = count
-        let mask = Tensor(zeros: shape)
+        let mask = Tensor(uninitialized: shape)
         let scale = 1 / (1 - p)
         for i in 0..<n { mask.data[i] = generator.uniform() < p ? 0 : scale }
         return self * mask
@@ -42,7 +41,7 @@ extension Tensor {
     public func softmax(axis: Int = -1) -> Tensor {
         let ax = normalizeAxis(axis, rank: rank, "softmax")
         let (outer, n, inner) = splitAround(shape, axis: ax)
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let x = data, y = out.data
         forEachLine(outer, n, inner) { base, stride in
             var m = -Float.infinity
@@ -67,7 +66,7 @@ extension Tensor {
     public func logSoftmax(axis: Int = -1) -> Tensor {
         let ax = normalizeAxis(axis, rank: rank, "logSoftmax")
         let (outer, n, inner) = splitAround(shape, axis: ax)
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let x = data, y = out.data
         forEachLine(outer, n, inner) { base, stride in
             var m = -Float.infinity
@@ -128,4 +127,19 @@ func forEachLine(_ outer: Int, _ n: Int, _ inner: Int, _ body: (Int, Int) -> Voi
     for o in 0..<outer {
         for i in 0..<inner { body(o * n * inner + i, inner) }
     }
+}
+
+/// max(0, a + b) for equal shapes in one pass (the residual join of a ResNet block).
+public func addRelu(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape == b.shape, "addRelu: shapes \(a.shape) and \(b.shape) differ")
+    let n = a.count, pa = a.data, pb = b.data
+    let out = Tensor(uninitialized: a.shape)
+    let y = out.data
+    vRelu(pa, pb, y, n)
+    out.record(inputs: [a, b]) { out in
+        let g = out.grad!.data, y = out.data
+        if a.requiresGrad { vMaskedAccumulate(a.gradBuffer(), g, mask: y, n) }
+        if b.requiresGrad { vMaskedAccumulate(b.gradBuffer(), g, mask: y, n) }
+    }
+    return out
 }

@@ -83,14 +83,24 @@ func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, _ 
                 for grp in 0..<g.groups {
                     for ky in 0..<g.kh {
                         let iy = oy * g.stride - g.padding + ky
-                        for kx in 0..<g.kw {
-                            let ix = ox * g.stride - g.padding + kx
-                            if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
-                                dst.update(from: xi + (iy * g.w + ix) * g.ci + grp * cig, count: cig)
-                            } else {
-                                dst.update(repeating: 0, count: cig)
+                        let ix0 = ox * g.stride - g.padding
+                        if iy < 0 || iy >= g.h {
+                            dst.update(repeating: 0, count: g.kw * cig)
+                            dst += g.kw * cig
+                        } else if g.groups == 1 && ix0 >= 0 && ix0 + g.kw <= g.w {
+                            // The whole kernel row lies inside: kw·Ci contiguous values.
+                            dst.update(from: xi + (iy * g.w + ix0) * g.ci, count: g.kw * cig)
+                            dst += g.kw * cig
+                        } else {
+                            for kx in 0..<g.kw {
+                                let ix = ix0 + kx
+                                if ix >= 0 && ix < g.w {
+                                    dst.update(from: xi + (iy * g.w + ix) * g.ci + grp * cig, count: cig)
+                                } else {
+                                    dst.update(repeating: 0, count: cig)
+                                }
+                                dst += cig
                             }
-                            dst += cig
                         }
                     }
                 }
@@ -113,13 +123,22 @@ func col2imAdd(_ dcols: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<I
                 for grp in 0..<g.groups {
                     for ky in 0..<g.kh {
                         let iy = oy * g.stride - g.padding + ky
-                        for kx in 0..<g.kw {
-                            let ix = ox * g.stride - g.padding + kx
-                            if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
-                                let d = dxi + (iy * g.w + ix) * g.ci + grp * cig
-                                for c in 0..<cig { d[c] += src[c] }
+                        let ix0 = ox * g.stride - g.padding
+                        if iy < 0 || iy >= g.h {
+                            src += g.kw * cig
+                        } else if g.groups == 1 && ix0 >= 0 && ix0 + g.kw <= g.w {
+                            let d = dxi + (iy * g.w + ix0) * g.ci
+                            for c in 0..<(g.kw * cig) { d[c] += src[c] }
+                            src += g.kw * cig
+                        } else {
+                            for kx in 0..<g.kw {
+                                let ix = ix0 + kx
+                                if ix >= 0 && ix < g.w {
+                                    let d = dxi + (iy * g.w + ix) * g.ci + grp * cig
+                                    for c in 0..<cig { d[c] += src[c] }
+                                }
+                                src += cig
                             }
-                            src += cig
                         }
                     }
                 }
@@ -160,9 +179,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let M = g.n * g.oh * g.ow
     let started = Profiler.isEnabled ? Profiler.now() : 0
     defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
-    let out = Tensor(zeros: [g.n, g.oh, g.ow, g.co])
+    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
     let y = out.data
-    let wp = Tensor(zeros: [g.co, g.kg])
+    let wp = Tensor(uninitialized: [g.co, g.kg])
     permuteWeightToRows(weight.data, g, wp.data)
     if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
     let beta: Float = bias == nil ? 0 : 1

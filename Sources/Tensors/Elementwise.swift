@@ -65,7 +65,7 @@ func binary(_ a: Tensor, _ b: Tensor, _ kind: BinaryKind) -> Tensor {
     if a.shape == b.shape { return binarySameShape(a, b, kind) }
     let shape = broadcastShape(a.shape, b.shape)
     let sa = broadcastStrides(a.shape, to: shape), sb = broadcastStrides(b.shape, to: shape)
-    let out = Tensor(zeros: shape)
+    let out = Tensor(uninitialized: shape)
     let pa = a.data, pb = b.data, y = out.data
     switch kind {
     case .add: forEachBroadcast(shape, sa, sb) { i, ia, ib in y[i] = pa[ia] + pb[ib] }
@@ -98,7 +98,7 @@ func binary(_ a: Tensor, _ b: Tensor, _ kind: BinaryKind) -> Tensor {
 
 func binarySameShape(_ a: Tensor, _ b: Tensor, _ kind: BinaryKind) -> Tensor {
     let n = a.count
-    let out = Tensor(zeros: a.shape)
+    let out = Tensor(uninitialized: a.shape)
     let pa = a.data, pb = b.data, y = out.data
     switch kind {
     case .add: for i in 0..<n { y[i] = pa[i] + pb[i] }
@@ -140,7 +140,7 @@ extension Tensor {
     /// y = scale * x + shift.
     public func affine(scale: Float, shift: Float) -> Tensor {
         let n = count, x = data
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let y = out.data
         for i in 0..<n { y[i] = scale * x[i] + shift }
         out.record(inputs: [self]) { out in
@@ -167,7 +167,7 @@ extension Tensor {
     @inline(__always)
     func pointwise(_ f: (Float) -> Float, _ df: @escaping (Float, Float) -> Float) -> Tensor {
         let n = count, x = data
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let y = out.data
         for i in 0..<n { y[i] = f(x[i]) }
         out.record(inputs: [self]) { out in

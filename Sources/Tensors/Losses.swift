@@ -24,7 +24,7 @@ public func crossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing eps: Fl
     precondition(labels.count == n, "crossEntropy: \(labels.count) labels for \(n) rows of logits")
     precondition(labels.allSatisfy { $0 >= 0 && $0 < c }, "crossEntropy: labels must be in 0..<\(c)")
     precondition(eps >= 0 && eps <= 1, "crossEntropy: label smoothing must be in [0, 1], got \(eps)")
-    let logp = Tensor(zeros: [n, c])
+    let logp = Tensor(uninitialized: [n, c])
     logSoftmaxRows(logits.data, rows: n, cols: c, scale: 1, logp.data)
     var total = 0.0
     for r in 0..<n {
@@ -54,7 +54,7 @@ public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float 
                  "klDivergence: student \(student.shape) and teacher \(teacher.shape) must both be [N, C]")
     precondition(T > 0, "klDivergence: temperature must be positive, got \(T)")
     let n = student.shape[0], c = student.shape[1]
-    let ls = Tensor(zeros: [n, c]), lt = Tensor(zeros: [n, c])
+    let ls = Tensor(uninitialized: [n, c]), lt = Tensor(uninitialized: [n, c])
     logSoftmaxRows(student.data, rows: n, cols: c, scale: 1 / T, ls.data)
     logSoftmaxRows(teacher.data, rows: n, cols: c, scale: 1 / T, lt.data)
     var rowKL = [Float](repeating: 0, count: n)

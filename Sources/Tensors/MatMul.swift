@@ -30,7 +30,7 @@ public func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool 
     let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
     precondition(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transA ? "ᵀ" : "") · \(b.shape)\(transB ? "ᵀ" : "")")
     let lda = a.shape[1], ldb = b.shape[1]
-    let out = Tensor(zeros: [m, n])
+    let out = Tensor(uninitialized: [m, n])
     gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, lda: lda, b: b.data, ldb: ldb,
          beta: 0, c: out.data, ldc: n)
     out.record(inputs: [a, b]) { out in
@@ -65,7 +65,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
                  "linear: input \(x.shape) does not match weight \(weight.shape) (expected [N, \(weight.rank == 2 ? weight.shape[1] : -1)])")
     let nRows = x.shape[0], fin = x.shape[1], fout = weight.shape[0]
     if let b = bias { precondition(b.shape == [fout], "linear: bias shape \(b.shape), expected [\(fout)]") }
-    let out = Tensor(zeros: [nRows, fout])
+    let out = Tensor(uninitialized: [nRows, fout])
     let y = out.data
     if let b = bias {
         for r in 0..<nRows { (y + r * fout).update(from: b.data, count: fout) }

@@ -49,20 +49,13 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         a[c] = (weight?.data[c] ?? 1) * inv[c]
         b[c] = (bias?.data[c] ?? 0) - mu[c] * a[c]
     }
-    let out = Tensor(zeros: x.shape)
+    let out = Tensor(uninitialized: x.shape)
     let y = out.data
     a.withUnsafeBufferPointer { a in
         b.withUnsafeBufferPointer { b in
             let a = a.baseAddress!, b = b.baseAddress!
             parallelRanges(M, minPerWorker: 4096) { _, r in
-                for m in r {
-                    let xr = xp + m * C, yr = y + m * C
-                    if fuseReLU {
-                        for c in 0..<C { yr[c] = max(0, xr[c] * a[c] + b[c]) }
-                    } else {
-                        for c in 0..<C { yr[c] = xr[c] * a[c] + b[c] }
-                    }
-                }
+                for m in r { bnRowForward(xp + m * C, a, b, y + m * C, C, relu: fuseReLU) }
             }
         }
     }
@@ -71,63 +64,50 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if let b = bias { inputs.append(b) }
     out.record(inputs: inputs) { out in
         let mu = mean.data, inv = istd.data  // re-read from the captured tensors, which own the memory
-        let dyRaw = out.grad!.data
-        // With fused ReLU, the upstream gradient passes only where the output is positive.
-        let dy: UnsafeMutablePointer<Float>
-        let masked: Tensor?
-        if fuseReLU {
-            let t = Tensor(zeros: x.shape)
-            let yv = out.data
-            for i in 0..<x.count { t.data[i] = yv[i] > 0 ? dyRaw[i] : 0 }
-            dy = t.data; masked = t
-        } else { dy = dyRaw; masked = nil }
-        withExtendedLifetime(masked) {
-            // Σ dy and Σ dy·x̂ per channel.
-            var sdy = [Double](repeating: 0, count: C), sdyx = [Double](repeating: 0, count: C)
-            for m in 0..<M {
-                let xr = xp + m * C, dr = dy + m * C
-                for c in 0..<C {
-                    let d = Double(dr[c])
-                    sdy[c] += d
-                    sdyx[c] += d * Double((xr[c] - mu[c]) * inv[c])
-                }
+        let dy = out.grad!.data
+        // With fused ReLU the upstream gradient passes only where the output is positive.
+        let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
+        // Σ dy and Σ dy·x̂ per channel, in float blocks of 64 rows added into Double totals.
+        var sdy = [Double](repeating: 0, count: C), sdyx = [Double](repeating: 0, count: C)
+        var k = [Float](repeating: 0, count: 3 * C)
+        k.withUnsafeMutableBufferPointer { kb in
+            let t1 = kb.baseAddress!, t2 = t1 + C
+            var m = 0
+            while m < M {
+                let end = min(M, m + 64)
+                for c in 0..<C { t1[c] = 0; t2[c] = 0 }
+                for r in m..<end { bnRowStats(xp + r * C, dy + r * C, mask.map { $0 + r * C }, mu, t1, t2, C) }
+                for c in 0..<C { sdy[c] += Double(t1[c]); sdyx[c] += Double(t2[c] * inv[c]) }
+                m = end
             }
-            if let w = weight, w.requiresGrad {
-                let gw = w.gradBuffer()
-                for c in 0..<C { gw[c] += Float(sdyx[c]) }
-            }
-            if let b = bias, b.requiresGrad {
-                let gb = b.gradBuffer()
-                for c in 0..<C { gb[c] += Float(sdy[c]) }
-            }
-            guard x.requiresGrad else { return }
-            let gx = x.gradBuffer()
+        }
+        if let w = weight, w.requiresGrad {
+            let gw = w.gradBuffer()
+            for c in 0..<C { gw[c] += Float(sdyx[c]) }
+        }
+        if let b = bias, b.requiresGrad {
+            let gb = b.gradBuffer()
+            for c in 0..<C { gb[c] += Float(sdy[c]) }
+        }
+        guard x.requiresGrad else { return }
+        let gx = x.gradBuffer()
+        // training: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂));  eval: dx = γ·istd·dy
+        // written as dx = a·dy + b·(x − μ) + c per channel.
+        for c in 0..<C {
+            let scale = (weight?.data[c] ?? 1) * inv[c]
             if training {
-                // dx = γ·istd · (dy − mean(dy) − x̂·mean(dy·x̂))
-                var k = [Float](repeating: 0, count: C), m1 = [Float](repeating: 0, count: C)
-                var m2 = [Float](repeating: 0, count: C)
-                for c in 0..<C {
-                    k[c] = (weight?.data[c] ?? 1) * inv[c]
-                    m1[c] = Float(sdy[c] / Double(M))
-                    m2[c] = Float(sdyx[c] / Double(M))
-                }
-                k.withUnsafeBufferPointer { k in m1.withUnsafeBufferPointer { m1 in m2.withUnsafeBufferPointer { m2 in
-                    let k = k.baseAddress!, m1 = m1.baseAddress!, m2 = m2.baseAddress!
-                    parallelRanges(M, minPerWorker: 4096) { _, r in
-                        for m in r {
-                            let xr = xp + m * C, dr = dy + m * C, gr = gx + m * C
-                            for c in 0..<C {
-                                let xh = (xr[c] - mu[c]) * inv[c]
-                                gr[c] += k[c] * (dr[c] - m1[c] - xh * m2[c])
-                            }
-                        }
-                    }
-                }}}
+                let m1 = Float(sdy[c] / Double(M)), m2 = Float(sdyx[c] / Double(M))
+                k[c] = scale
+                k[C + c] = -scale * m2 * inv[c]
+                k[2 * C + c] = -scale * m1
             } else {
-                for m in 0..<M {
-                    let dr = dy + m * C, gr = gx + m * C
-                    for c in 0..<C { gr[c] += dr[c] * (weight?.data[c] ?? 1) * inv[c] }
-                }
+                k[c] = scale; k[C + c] = 0; k[2 * C + c] = 0
+            }
+        }
+        k.withUnsafeBufferPointer { kb in
+            let ka = kb.baseAddress!, kx = ka + C, kc = kx + C
+            parallelRanges(M, minPerWorker: 4096) { _, r in
+                for m in r { bnRowBackward(xp + m * C, dy + m * C, mask.map { $0 + m * C }, mu, ka, kx, kc, gx + m * C, C) }
             }
         }
     }
@@ -172,5 +152,62 @@ func centredSquareSums(_ x: UnsafePointer<Float>, _ mu: UnsafePointer<Float>, ro
             for c in 0..<cols { q[c] += Double(t[c]) }
             m = end
         }
+    }
+}
+
+// MARK: - Row kernels over the channel vector (SIMD over channels, scalar tail)
+
+/// y = x·a + b per channel, optionally max(0, ·).
+@inline(__always)
+func bnRowForward(_ x: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                  _ y: UnsafeMutablePointer<Float>, _ C: Int, relu: Bool) {
+    var c = 0
+    let zero = V8(repeating: 0)
+    while c + 8 <= C {
+        let v = load8(x + c) * load8(a + c) + load8(b + c)
+        store8(relu ? pointwiseMax(v, zero) : v, y + c)
+        c += 8
+    }
+    while c < C { let v = x[c] * a[c] + b[c]; y[c] = relu ? max(0, v) : v; c += 1 }
+}
+
+/// t1 += d, t2 += d·(x − μ), with d = dy masked by y > 0 when `mask` is given.
+@inline(__always)
+func bnRowStats(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ mask: UnsafePointer<Float>?,
+                _ mu: UnsafePointer<Float>, _ t1: UnsafeMutablePointer<Float>, _ t2: UnsafeMutablePointer<Float>, _ C: Int) {
+    var c = 0
+    let zero = V8(repeating: 0)
+    while c + 8 <= C {
+        var d = load8(dy + c)
+        if let m = mask { d.replace(with: zero, where: load8(m + c) .<= zero) }
+        store8(load8(t1 + c) + d, t1 + c)
+        store8(load8(t2 + c) + d * (load8(x + c) - load8(mu + c)), t2 + c)
+        c += 8
+    }
+    while c < C {
+        let d = mask.map { $0[c] > 0 ? dy[c] : 0 } ?? dy[c]
+        t1[c] += d; t2[c] += d * (x[c] - mu[c])
+        c += 1
+    }
+}
+
+/// g += ka·d + kx·(x − μ) + kc, with d = dy masked by y > 0 when `mask` is given.
+@inline(__always)
+func bnRowBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ mask: UnsafePointer<Float>?,
+                   _ mu: UnsafePointer<Float>, _ ka: UnsafePointer<Float>, _ kx: UnsafePointer<Float>,
+                   _ kc: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ C: Int) {
+    var c = 0
+    let zero = V8(repeating: 0)
+    while c + 8 <= C {
+        var d = load8(dy + c)
+        if let m = mask { d.replace(with: zero, where: load8(m + c) .<= zero) }
+        let v = load8(ka + c) * d + load8(kx + c) * (load8(x + c) - load8(mu + c)) + load8(kc + c)
+        store8(load8(g + c) + v, g + c)
+        c += 8
+    }
+    while c < C {
+        let d = mask.map { $0[c] > 0 ? dy[c] : 0 } ?? dy[c]
+        g[c] += ka[c] * d + kx[c] * (x[c] - mu[c]) + kc[c]
+        c += 1
     }
 }

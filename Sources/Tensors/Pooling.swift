@@ -19,7 +19,7 @@ struct PoolGeometry {
 /// Max pooling with a square window.
 public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int = 0) -> Tensor {
     let g = PoolGeometry(x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding, "maxPool2d")
-    let out = Tensor(zeros: [g.n, g.oh, g.ow, g.c])
+    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.c])
     let total = out.count
     let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(total, 1))
     let xp = x.data, y = out.data

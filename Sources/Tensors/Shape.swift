@@ -28,7 +28,7 @@ extension Tensor {
         for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
         let srcStrides = order.map { inStrides[$0] }
         let zeros = [Int](repeating: 0, count: rank)
-        let out = Tensor(zeros: outShape)
+        let out = Tensor(uninitialized: outShape)
         let x = data, y = out.data
         // Walk the output in order; the "a" index of forEachBroadcast follows the permuted input strides.
         forEachBroadcast(outShape, srcStrides, zeros) { i, ia, _ in y[i] = x[ia] }
@@ -55,7 +55,7 @@ extension Tensor {
         var outShape = shape
         outShape[ax] = range.count
         let len = range.count * inner, off = range.lowerBound * inner
-        let out = Tensor(zeros: outShape)
+        let out = Tensor(uninitialized: outShape)
         let x = data, y = out.data
         for o in 0..<outer { (y + o * len).update(from: x + o * n * inner + off, count: len) }
         out.record(inputs: [self]) { out in
@@ -91,7 +91,7 @@ public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
     var outShape = first.shape
     outShape[ax] = tensors.reduce(0) { $0 + $1.shape[ax] }
     let (outer, total, inner) = splitAround(outShape, axis: ax)
-    let out = Tensor(zeros: outShape)
+    let out = Tensor(uninitialized: outShape)
     let y = out.data
     var offset = 0
     var offsets: [Int] = []

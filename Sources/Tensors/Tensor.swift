@@ -4,22 +4,68 @@
 // require gradients records a backward closure and its parents on the output; `backward()` sorts the graph
 // once, walks it in reverse topological order, and each closure *accumulates* into its parents' `.grad`.
 // Activations of images are channels-last: [N, H, W, C].
+import Foundation
 
-/// A reference-counted, 64-byte aligned float32 buffer.
+/// A reference-counted, 64-byte aligned float32 buffer. Freed buffers go back to `BufferPool`, so a training
+/// step that allocates the same shapes as the previous one reuses memory instead of faulting in fresh pages.
 public final class Storage {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
-    /// Allocates `count` floats, zero-filled.
-    public init(count: Int) {
+    /// Allocates `count` floats, zero-filled unless `zeroed` is false (then the caller must write every element).
+    public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "Storage: negative element count \(count)")
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        pointer = BufferPool.shared.take(count)
+        if zeroed { pointer.update(repeating: 0, count: max(count, 1)) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { BufferPool.shared.give(pointer, count) }
+}
+
+/// Caches freed float buffers by exact element count, up to `limitBytes` in total.
+public final class BufferPool {
+    public static let shared = BufferPool()
+    /// Most bytes kept cached (not in use) at once; buffers freed beyond it go back to the system.
+    public nonisolated(unsafe) static var limitBytes = 2 << 30
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var cachedBytes = 0
+    private let lock = NSLock()
+
+    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let n = max(count, 1)
+        lock.lock()
+        if let p = free[n]?.popLast() {
+            cachedBytes -= n * 4
+            lock.unlock()
+            return p
+        }
+        lock.unlock()
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64)
+        return raw.bindMemory(to: Float.self, capacity: n)
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        let n = max(count, 1)
+        lock.lock()
+        if cachedBytes + n * 4 <= BufferPool.limitBytes {
+            free[n, default: []].append(p)
+            cachedBytes += n * 4
+            lock.unlock()
+        } else {
+            lock.unlock()
+            p.deallocate()
+        }
+    }
+
+    /// Returns every cached buffer to the system.
+    public func drain() {
+        lock.lock()
+        for (_, list) in free { for p in list { p.deallocate() } }
+        free = [:]
+        cachedBytes = 0
+        lock.unlock()
+    }
 }
 
 /// Global switch for recording operations on the tape.
@@ -67,6 +113,14 @@ public final class Tensor {
         self.shape = shape
         self.storage = Storage(count: shape.reduce(1, *))
         self.requiresGrad = requiresGrad
+    }
+
+    /// A tensor whose values are not initialised: for op outputs that write every element.
+    public init(uninitialized shape: [Int]) {
+        Tensor.checkShape(shape)
+        self.shape = shape
+        self.storage = Storage(count: shape.reduce(1, *), zeroed: false)
+        self.requiresGrad = false
     }
 
     /// A tensor over an existing storage (a view with another shape, same element count).
@@ -212,6 +266,6 @@ extension Tensor: CustomStringConvertible {
 }
 
 /// dst[i] += src[i]
-@inlinable func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
-    for i in 0..<n { dst[i] += src[i] }
+@inline(__always) func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    vAccumulate(dst, src, n)
 }

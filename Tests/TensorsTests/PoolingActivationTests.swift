@@ -70,3 +70,12 @@ final class PoolingActivationTests: XCTestCase {
 private extension Float {
     func pow(_ p: Float) -> Float { Foundation.pow(self, p) }
 }
+
+final class FusedActivationTests: XCTestCase {
+    func testAddReluMatchesComposite() {
+        let a = randomTensor([2, 3, 4], seed: 1), b = randomTensor([2, 3, 4], seed: 2)
+        for i in 0..<a.count where abs(a.data[i] + b.data[i]) < 0.05 { a.data[i] += 0.2 }
+        assertClose(addRelu(a, b), (a + b).relu())
+        gradCheck([a, b], eps: 1e-3, "addRelu") { addRelu($0[0], $0[1]) }
+    }
+}

@@ -1,0 +1,45 @@
+// Explicit SIMD loops for the memory-bound kernels the auto-vectoriser leaves scalar (conditional updates,
+// possibly aliasing pointers). Each takes raw pointers and a count; tails run scalar.
+
+typealias V8 = SIMD8<Float>
+
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(p).loadUnaligned(as: V8.self) }
+@inline(__always) func store8(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
+}
+
+/// dst[i] += src[i]
+@inline(__always)
+func vAccumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 8 <= n { store8(load8(dst + i) + load8(src + i), dst + i); i += 8 }
+    while i < n { dst[i] += src[i]; i += 1 }
+}
+
+/// y[i] = max(0, a[i] (+ b[i]))
+@inline(__always)
+func vRelu(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    let zero = V8(repeating: 0)
+    if let b = b {
+        while i + 8 <= n { store8(pointwiseMax(load8(a + i) + load8(b + i), zero), y + i); i += 8 }
+        while i < n { y[i] = max(0, a[i] + b[i]); i += 1 }
+    } else {
+        while i + 8 <= n { store8(pointwiseMax(load8(a + i), zero), y + i); i += 8 }
+        while i < n { y[i] = max(0, a[i]); i += 1 }
+    }
+}
+
+/// dst[i] += mask[i] > 0 ? g[i] : 0
+@inline(__always)
+func vMaskedAccumulate(_ dst: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, mask: UnsafePointer<Float>,
+                       _ n: Int) {
+    var i = 0
+    let zero = V8(repeating: 0)
+    while i + 8 <= n {
+        let pass = load8(g + i).replacing(with: zero, where: load8(mask + i) .<= zero)
+        store8(load8(dst + i) + pass, dst + i)
+        i += 8
+    }
+    while i < n { if mask[i] > 0 { dst[i] += g[i] }; i += 1 }
+}
