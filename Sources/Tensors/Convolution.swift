@@ -168,6 +168,69 @@ func addRowsToWeightGrad(_ dwp: UnsafePointer<Float>, _ g: ConvGeometry, _ dw: U
     }
 }
 
+/// y [M × Co] = beta·y + conv(x, w) for a weight in PyTorch layout: Winograd F(2×2, 3×3) where it applies,
+/// otherwise im2col + sgemm.
+func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
+                       y: UnsafeMutablePointer<Float>, beta: Float) {
+    if winogradApplies(g) {
+        winogradForward(x, g, weight: w, y: y, beta: beta)
+        return
+    }
+    let wp = Tensor(uninitialized: [g.co, g.kg])
+    permuteWeightToRows(w, g, wp.data)
+    im2colForward(x, g, wp: wp.data, y: y, beta: beta)
+}
+
+/// y [M × Co] = beta·y + im2col(x)·Wpᵀ, chunked over whole images and split across workers.
+func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePointer<Float>,
+                   y: UnsafeMutablePointer<Float>, beta: Float) {
+    if g.isPointwise {
+        gemm(transA: false, transB: true, m: g.n * g.oh * g.ow, n: g.co, k: g.ci, a: x, lda: g.ci, b: wp, ldb: g.ci,
+             beta: beta, c: y, ldc: g.co)
+        return
+    }
+    let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
+    let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
+    let workers = min(Threads.count, chunks)
+    let scratch = Scratch.shared.reserve(workers: workers, slots: 1, count: imagesPerChunk * g.oh * g.ow * g.k)
+    parallelRanges(chunks) { worker, chunkRange in
+        let cols = scratch[worker][0]
+        for c in chunkRange {
+            let images = (c * imagesPerChunk)..<min(g.n, (c + 1) * imagesPerChunk)
+            let rows = images.count * g.oh * g.ow
+            let y0 = y + images.lowerBound * g.oh * g.ow * g.co
+            im2col(x, g, images: images, cols)
+            for grp in 0..<g.groups {
+                gemm(transA: false, transB: true, m: rows, n: g.cog, k: g.kg, a: cols + grp * g.kg, lda: g.k,
+                     b: wp + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
+                     parallel: false)
+            }
+        }
+    }
+}
+
+/// For stride 1, the data gradient is itself a convolution: dx = conv(dy, W′) with W′ the kernel flipped in
+/// space and transposed in channels (per group) and padding k − 1 − p. Returns the geometry of that convolution
+/// and W′ in PyTorch layout [Ci, Cog, KH, KW], or nil when the shortcut does not apply.
+func transposedConvolution(_ w: UnsafePointer<Float>, _ g: ConvGeometry) -> (ConvGeometry, Tensor)? {
+    guard g.stride == 1, g.padding <= g.kh - 1, g.padding <= g.kw - 1, g.kh == g.kw, !g.isPointwise else { return nil }
+    let gt = ConvGeometry(input: [g.n, g.oh, g.ow, g.co], weight: [g.ci, g.cog, g.kh, g.kw], stride: 1,
+                          padding: g.kh - 1 - g.padding, groups: g.groups)
+    precondition(gt.oh == g.h && gt.ow == g.w, "conv2d: internal geometry mismatch in the transposed convolution")
+    let wt = Tensor(uninitialized: [g.ci, g.cog, g.kh, g.kw])
+    let p = wt.data, area = g.kh * g.kw
+    for grp in 0..<g.groups {
+        for cl in 0..<g.cig {
+            for ol in 0..<g.cog {
+                let src = w + ((grp * g.cog + ol) * g.cig + cl) * area
+                let dst = p + ((grp * g.cig + cl) * g.cog + ol) * area
+                for a in 0..<area { dst[a] = src[area - 1 - a] }
+            }
+        }
+    }
+    return (gt, wt)
+}
+
 // MARK: - Forward and backward
 
 /// 2-D convolution (cross-correlation, as PyTorch) of channels-last `x` [N, H, W, Ci] with `weight`
@@ -181,54 +244,35 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
     let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
     let y = out.data
-    let wp = Tensor(uninitialized: [g.co, g.kg])
-    permuteWeightToRows(weight.data, g, wp.data)
     if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
     let beta: Float = bias == nil ? 0 : 1
 
     let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
     let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
-    if g.isPointwise {
-        gemm(transA: false, transB: true, m: M, n: g.co, k: g.ci, a: x.data, lda: g.ci, b: wp.data, ldb: g.ci,
-             beta: beta, c: y, ldc: g.co)
-    } else {
-        let workers = min(Threads.count, chunks)
-        let scratch = Scratch.shared.reserve(workers: workers, slots: 1, count: imagesPerChunk * g.oh * g.ow * g.k)
-        parallelRanges(chunks) { worker, chunkRange in
-            let cols = scratch[worker][0]
-            for c in chunkRange {
-                let images = (c * imagesPerChunk)..<min(g.n, (c + 1) * imagesPerChunk)
-                let rows = images.count * g.oh * g.ow
-                let y0 = y + images.lowerBound * g.oh * g.ow * g.co
-                im2col(x.data, g, images: images, cols)
-                for grp in 0..<g.groups {
-                    gemm(transA: false, transB: true, m: rows, n: g.cog, k: g.kg, a: cols + grp * g.kg, lda: g.k,
-                         b: wp.data + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
-                         parallel: false)
-                }
-            }
-        }
-    }
+    convForwardKernel(x.data, g, weight: weight.data, y: y, beta: beta)
 
     out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
-        conv2dBackward(x: x, weight: weight, bias: bias, wp: wp, dy: out.grad!.data, g,
+        conv2dBackward(x: x, weight: weight, bias: bias, dy: out.grad!.data, g,
                        imagesPerChunk: imagesPerChunk, chunks: chunks)
     }
     return out
 }
 
-func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, wp: Tensor, dy: UnsafeMutablePointer<Float>,
+func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutablePointer<Float>,
                     _ g: ConvGeometry, imagesPerChunk: Int, chunks: Int) {
     let M = g.n * g.oh * g.ow
     let started = Profiler.isEnabled ? Profiler.now() : 0
     defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
-    let needX = x.requiresGrad, needW = weight.requiresGrad
+    var needX = x.requiresGrad
+    let needW = weight.requiresGrad
     if let b = bias, b.requiresGrad {
         let gb = b.gradBuffer()
         for r in 0..<M { accumulate(gb, dy + r * g.co, g.co) }
     }
     if !needX && !needW { return }
     let wElems = g.co * g.kg
+    let wp = Tensor(uninitialized: [g.co, g.kg])
+    permuteWeightToRows(weight.data, g, wp.data)
 
     if g.isPointwise {
         if needX {
@@ -250,6 +294,12 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, wp: Tensor, dy: Un
         return
     }
 
+    // Stride 1: dx accumulates a forward-style convolution of dy (no col2im scatter, no dcols buffer).
+    if needX, let (gt, wt) = transposedConvolution(weight.data, g) {
+        convForwardKernel(dy, gt, weight: wt.data, y: x.gradBuffer(), beta: 1)
+        needX = false
+        if !needW { return }
+    }
     let rowsMax = imagesPerChunk * g.oh * g.ow
     let workers = min(Threads.count, chunks)
     // Slots per worker: 0 cols, 1 dcols, 2 partial dWp.

@@ -162,10 +162,9 @@ func centredSquareSums(_ x: UnsafePointer<Float>, _ mu: UnsafePointer<Float>, ro
 func bnRowForward(_ x: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                   _ y: UnsafeMutablePointer<Float>, _ C: Int, relu: Bool) {
     var c = 0
-    let zero = V8(repeating: 0)
     while c + 8 <= C {
         let v = load8(x + c) * load8(a + c) + load8(b + c)
-        store8(relu ? pointwiseMax(v, zero) : v, y + c)
+        store8(relu ? relu8(v) : v, y + c)
         c += 8
     }
     while c < C { let v = x[c] * a[c] + b[c]; y[c] = relu ? max(0, v) : v; c += 1 }

@@ -20,12 +20,11 @@ func vAccumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>
 @inline(__always)
 func vRelu(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
     var i = 0
-    let zero = V8(repeating: 0)
     if let b = b {
-        while i + 8 <= n { store8(pointwiseMax(load8(a + i) + load8(b + i), zero), y + i); i += 8 }
+        while i + 8 <= n { store8(relu8(load8(a + i) + load8(b + i)), y + i); i += 8 }
         while i < n { y[i] = max(0, a[i] + b[i]); i += 1 }
     } else {
-        while i + 8 <= n { store8(pointwiseMax(load8(a + i), zero), y + i); i += 8 }
+        while i + 8 <= n { store8(relu8(load8(a + i)), y + i); i += 8 }
         while i < n { y[i] = max(0, a[i]); i += 1 }
     }
 }
@@ -43,3 +42,6 @@ func vMaskedAccumulate(_ dst: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Fl
     }
     while i < n { if mask[i] > 0 { dst[i] += g[i] }; i += 1 }
 }
+
+/// max(0, v) lane-wise (a select; the generic pointwiseMax is not specialised here).
+@inline(__always) func relu8(_ v: V8) -> V8 { v.replacing(with: 0, where: v .< 0) }

@@ -14,17 +14,22 @@ final class ConvolutionTests: XCTestCase {
         Case(n: 3, h: 5, w: 6, ci: 4, co: 5, k: 1, stride: 1, pad: 0, groups: 1),  // pointwise fast path
         Case(n: 2, h: 7, w: 7, ci: 4, co: 8, k: 1, stride: 2, pad: 0, groups: 1),  // projection shortcut
         Case(n: 1, h: 6, w: 5, ci: 2, co: 3, k: 5, stride: 3, pad: 2, groups: 1),
+        // Winograd F(2×2, 3×3): stride 1, padding 1, channels multiples of 8; odd sizes leave partial tiles.
+        Case(n: 3, h: 7, w: 5, ci: 8, co: 16, k: 3, stride: 1, pad: 1, groups: 1),
+        Case(n: 2, h: 8, w: 8, ci: 16, co: 8, k: 3, stride: 1, pad: 1, groups: 1),
+        Case(n: 5, h: 3, w: 4, ci: 16, co: 16, k: 3, stride: 1, pad: 1, groups: 1),
     ]
 
     /// Fast kernel vs the direct reference, forward and both backward products, with small chunks and
     /// several threads so chunk boundaries and per-worker accumulation are exercised.
     func testMatchesDirectConvolution() {
-        let savedThreads = Threads.count, savedChunk = convChunkPixels
-        defer { Threads.set(savedThreads); convChunkPixels = savedChunk }
+        let savedThreads = Threads.count, savedChunk = convChunkPixels, savedTiles = winogradChunkTiles
+        defer { Threads.set(savedThreads); convChunkPixels = savedChunk; winogradChunkTiles = savedTiles }
         for (ci, c) in cases.enumerated() {
             for (threads, chunk) in [(1, 1024), (2, 20), (3, 1)] {
                 Threads.set(threads)
                 convChunkPixels = chunk
+                winogradChunkTiles = chunk
                 let x = randomTensor([c.n, c.h, c.w, c.ci], seed: UInt64(ci))
                 let w = randomTensor([c.co, c.ci / c.groups, c.k, c.k], seed: UInt64(100 + ci))
                 let b = randomTensor([c.co], seed: UInt64(200 + ci))
@@ -44,6 +49,24 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The Winograd path and the im2col path agree, forward and backward, on a ResNet-like layer.
+    func testWinogradMatchesIm2col() {
+        defer { winogradEnabled = true }
+        let x = randomTensor([4, 10, 9, 16], seed: 21), w = randomTensor([24, 16, 3, 3], seed: 22, std: 0.2)
+        var results: [[[Float]]] = []
+        for enabled in [true, false] {
+            winogradEnabled = enabled
+            x.requiresGrad = true; w.requiresGrad = true; x.zeroGrad(); w.zeroGrad()
+            let y = conv2d(x, weight: w, padding: 1)
+            y.backward(gradient: randomTensor(y.shape, seed: 23))
+            results.append([y.array, x.grad!.array, w.grad!.array])
+        }
+        for k in 0..<3 { assertClose(results[0][k], results[1][k], rtol: 1e-4, atol: 1e-4, "part \(k)") }
+        winogradEnabled = true
+        let g = ConvGeometry(input: [1, 8, 8, 16], weight: [16, 16, 3, 3], stride: 1, padding: 1, groups: 1)
+        XCTAssertTrue(winogradApplies(g), "the ResNet 3×3 layer shape takes the Winograd path")
+    }
+
     func testOutputShapeAndFiniteDifferences() {
         let x = randomTensor([2, 6, 5, 3], seed: 1), w = randomTensor([4, 3, 3, 3], seed: 2, std: 0.5)
         let b = randomTensor([4], seed: 3)
@@ -54,6 +77,8 @@ final class ConvolutionTests: XCTestCase {
         let wg = randomTensor([6, 1, 3, 3], seed: 4, std: 0.5)
         let xg = randomTensor([2, 5, 5, 6], seed: 5)
         gradCheck([xg, wg], eps: 1e-2, "depthwise") { conv2d($0[0], weight: $0[1], padding: 1, groups: 6) }
+        let xw = randomTensor([2, 5, 6, 8], seed: 7), ww = randomTensor([8, 8, 3, 3], seed: 8, std: 0.3)
+        gradCheck([xw, ww], eps: 1e-2, "winograd") { conv2d($0[0], weight: $0[1], padding: 1) }
         let w1 = randomTensor([5, 3, 1, 1], seed: 6)
         gradCheck([x, w1], eps: 1e-2, "pointwise") { conv2d($0[0], weight: $0[1]) }
     }
