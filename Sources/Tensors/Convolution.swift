@@ -264,7 +264,7 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
     let started = Profiler.isEnabled ? Profiler.now() : 0
     defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
     var needX = x.requiresGrad
-    let needW = weight.requiresGrad
+    var needW = weight.requiresGrad
     if let b = bias, b.requiresGrad {
         let gb = b.gradBuffer()
         for r in 0..<M { accumulate(gb, dy + r * g.co, g.co) }
@@ -299,6 +299,11 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
         convForwardKernel(dy, gt, weight: wt.data, y: x.gradBuffer(), beta: 1)
         needX = false
         if !needW { return }
+    }
+    if needW && winogradApplies(g) {
+        winogradWeightGradient(x.data, g, dy: dy, dw: weight.gradBuffer())
+        needW = false
+        if !needX { return }
     }
     let rowsMax = imagesPerChunk * g.oh * g.ow
     let workers = min(Threads.count, chunks)

@@ -151,3 +151,98 @@ func winogradOutputTransform(_ m: UnsafePointer<Float>, _ g: ConvGeometry, image
         }
     }
 }
+
+// MARK: - Weight gradient
+
+/// dW += ∂L/∂W for y = conv3×3(x, W): per chunk, V from x as in the forward pass and
+/// dM_ξ = (A·dY_t·Aᵀ)[i][j] (the adjoint of the output transform), then dU_ξ += V_ξᵀ·dM_ξ (16 sgemms), and
+/// finally dW = Gᵀ·dU·G (the adjoint of the weight transform). Workers keep their own dU.
+func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: UnsafePointer<Float>,
+                            dw: UnsafeMutablePointer<Float>) {
+    let ci = g.ci, co = g.co
+    let th = (g.oh + 1) / 2, tw = (g.ow + 1) / 2, tilesPerImage = th * tw
+    let imagesPerChunk = max(1, winogradChunkTiles / tilesPerImage)
+    let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
+    let maxTiles = imagesPerChunk * tilesPerImage
+    let workers = min(Threads.count, chunks)
+    let uCount = 16 * ci * co
+    let scratch = Scratch.shared.reserve(workers: workers, slots: 3,
+                                         count: max(16 * (maxTiles * max(ci, co) + winogradPad), uCount))
+    var used = [Bool](repeating: false, count: workers)
+    used.withUnsafeMutableBufferPointer { usedFlags in
+        parallelRanges(chunks) { worker, chunkRange in
+            usedFlags[worker] = true
+            let v = scratch[worker][0], dm = scratch[worker][1], du = scratch[worker][2]
+            du.update(repeating: 0, count: uCount)
+            for chunk in chunkRange {
+                let images = (chunk * imagesPerChunk)..<min(g.n, (chunk + 1) * imagesPerChunk)
+                let T = images.count * tilesPerImage
+                winogradInputTransform(x, g, images: images, th: th, tw: tw, v: v, tiles: T)
+                winogradOutputAdjoint(dy, g, images: images, th: th, tw: tw, tiles: T, dm: dm)
+                for xi in 0..<16 {
+                    gemm(transA: true, transB: false, m: ci, n: co, k: T, a: v + xi * (T * ci + winogradPad), lda: ci,
+                         b: dm + xi * (T * co + winogradPad), ldb: co, beta: 1, c: du + xi * ci * co, ldc: co,
+                         parallel: false)
+                }
+            }
+        }
+    }
+    let total = scratch[0][2]
+    for w in 1..<workers where used[w] { accumulate(total, scratch[w][2], uCount) }
+    // dW[o][c] += Gᵀ·dU·G, with dU[i][j] = total[(4i + j)·Ci·Co + c·Co + o].
+    for o in 0..<co {
+        for c in 0..<ci {
+            @inline(__always) func du(_ i: Int, _ j: Int) -> Float { total[((4 * i + j) * ci + c) * co + o] }
+            let k = dw + (o * ci + c) * 9
+            for j in 0..<4 {
+                // H = Gᵀ·dU (3×4), column j
+                let u0 = du(0, j), u1 = du(1, j), u2 = du(2, j), u3 = du(3, j)
+                let h0 = u0 + 0.5 * (u1 + u2), h1 = 0.5 * (u1 - u2), h2 = 0.5 * (u1 + u2) + u3
+                // dW[a][b] += Σ_j H[a][j]·G[j][b]
+                let gj: (Float, Float, Float) = j == 0 ? (1, 0, 0) : j == 1 ? (0.5, 0.5, 0.5)
+                    : j == 2 ? (0.5, -0.5, 0.5) : (0, 0, 1)
+                for (a, h) in [(0, h0), (1, h1), (2, h2)] {
+                    k[3 * a] += h * gj.0; k[3 * a + 1] += h * gj.1; k[3 * a + 2] += h * gj.2
+                }
+            }
+        }
+    }
+}
+
+/// dM_ξ[t][c] = (A·dY_t·Aᵀ)[i][j], dY_t the 2×2 output-gradient tile (zero outside the image).
+@inline(__always)
+func winogradOutputAdjoint(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, th: Int, tw: Int,
+                           tiles T: Int, dm: UnsafeMutablePointer<Float>) {
+    let C = g.co, stride = T * C + winogradPad
+    var t = 0
+    for img in images {
+        let di = dy + img * g.oh * g.ow * C
+        for ty in 0..<th {
+            for tx in 0..<tw {
+                let full = 2 * ty + 2 <= g.oh && 2 * tx + 2 <= g.ow
+                var c = 0
+                while c < C {
+                    @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
+                        let oy = 2 * ty + r, ox = 2 * tx + s
+                        if full || (oy < g.oh && ox < g.ow) { return load8(di + (oy * g.ow + ox) * C + c) }
+                        return V8(repeating: 0)
+                    }
+                    let y00 = ld(0, 0), y01 = ld(0, 1), y10 = ld(1, 0), y11 = ld(1, 1)
+                    // e_r = dY_r·Aᵀ = (y_r0, y_r0 + y_r1, y_r0 − y_r1, −y_r1); dM = (e0, e0 + e1, e0 − e1, −e1)
+                    let e0 = (y00, y00 + y01, y00 - y01, -y01), e1 = (y10, y10 + y11, y10 - y11, -y11)
+                    let base = dm + t * C + c
+                    @inline(__always) func row(_ i: Int, _ r: (V8, V8, V8, V8)) {
+                        store8(r.0, base + (4 * i) * stride); store8(r.1, base + (4 * i + 1) * stride)
+                        store8(r.2, base + (4 * i + 2) * stride); store8(r.3, base + (4 * i + 3) * stride)
+                    }
+                    row(0, e0)
+                    row(1, (e0.0 + e1.0, e0.1 + e1.1, e0.2 + e1.2, e0.3 + e1.3))
+                    row(2, (e0.0 - e1.0, e0.1 - e1.1, e0.2 - e1.2, e0.3 - e1.3))
+                    row(3, (-e1.0, -e1.1, -e1.2, -e1.3))
+                    c += 8
+                }
+                t += 1
+            }
+        }
+    }
+}
