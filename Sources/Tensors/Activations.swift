@@ -8,9 +8,12 @@ extension Tensor {
         let n = count, x = data
         let out = Tensor(uninitialized: shape)
         let y = out.data
-        vRelu(x, nil, y, n)
+        elementwiseParallel(n) { r in vRelu(x + r.lowerBound, nil, y + r.lowerBound, r.count) }
         out.record(inputs: [self]) { out in
-            vMaskedAccumulate(self.gradBuffer(), out.grad!.data, mask: x, n)
+            let gx = self.gradBuffer(), g = out.grad!.data
+            elementwiseParallel(n) { r in
+                vMaskedAccumulate(gx + r.lowerBound, g + r.lowerBound, mask: x + r.lowerBound, r.count)
+            }
         }
         return out
     }
@@ -135,11 +138,15 @@ public func addRelu(_ a: Tensor, _ b: Tensor) -> Tensor {
     let n = a.count, pa = a.data, pb = b.data
     let out = Tensor(uninitialized: a.shape)
     let y = out.data
-    vRelu(pa, pb, y, n)
+    elementwiseParallel(n) { r in vRelu(pa + r.lowerBound, pb + r.lowerBound, y + r.lowerBound, r.count) }
     out.record(inputs: [a, b]) { out in
         let g = out.grad!.data, y = out.data
-        if a.requiresGrad { vMaskedAccumulate(a.gradBuffer(), g, mask: y, n) }
-        if b.requiresGrad { vMaskedAccumulate(b.gradBuffer(), g, mask: y, n) }
+        for t in [a, b] where t.requiresGrad {
+            let gt = t.gradBuffer()
+            elementwiseParallel(n) { r in
+                vMaskedAccumulate(gt + r.lowerBound, g + r.lowerBound, mask: y + r.lowerBound, r.count)
+            }
+        }
     }
     return out
 }

@@ -21,21 +21,19 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     let mean = Tensor(zeros: [C]), istd = Tensor(zeros: [C])
     let mu = mean.data, inv = istd.data
     if training {
-        // Two passes in Double per channel: the mean, then the centred second moment.
-        var s = [Double](repeating: 0, count: C), q = [Double](repeating: 0, count: C)
-        s.withUnsafeMutableBufferPointer { s in
-            q.withUnsafeMutableBufferPointer { q in
-                columnSums(xp, rows: M, cols: C, into: s.baseAddress!)
-                for c in 0..<C { mu[c] = Float(s[c] / Double(M)) }
-                centredSquareSums(xp, mu, rows: M, cols: C, into: q.baseAddress!)
-                let rm = runningMean.data, rv = runningVar.data
-                for c in 0..<C {
-                    let v = q[c] / Double(M)
-                    inv[c] = Float(1 / (v + Double(eps)).squareRoot())
-                    rm[c] = (1 - momentum) * rm[c] + momentum * mu[c]
-                    rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / Double(M - 1))
-                }
-            }
+        // Two passes per channel: the mean, then the centred second moment (float within 64-row blocks,
+        // Double across blocks; fixed blocks, so the result does not depend on the thread count).
+        let s = rowBlockReduce(rows: M, width: C) { r, acc in columnSums(xp + r.lowerBound * C, rows: r.count, cols: C, into: acc) }
+        for c in 0..<C { mu[c] = Float(s[c] / Double(M)) }
+        let q = rowBlockReduce(rows: M, width: C) { r, acc in
+            centredSquareSums(xp + r.lowerBound * C, mu, rows: r.count, cols: C, into: acc)
+        }
+        let rm = runningMean.data, rv = runningVar.data
+        for c in 0..<C {
+            let v = q[c] / Double(M)
+            inv[c] = Float(1 / (v + Double(eps)).squareRoot())
+            rm[c] = (1 - momentum) * rm[c] + momentum * mu[c]
+            rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / Double(M - 1))
         }
     } else {
         for c in 0..<C {
@@ -67,20 +65,25 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         let dy = out.grad!.data
         // With fused ReLU the upstream gradient passes only where the output is positive.
         let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
-        // Σ dy and Σ dy·x̂ per channel, in float blocks of 64 rows added into Double totals.
-        var sdy = [Double](repeating: 0, count: C), sdyx = [Double](repeating: 0, count: C)
-        var k = [Float](repeating: 0, count: 3 * C)
-        k.withUnsafeMutableBufferPointer { kb in
-            let t1 = kb.baseAddress!, t2 = t1 + C
-            var m = 0
-            while m < M {
-                let end = min(M, m + 64)
-                for c in 0..<C { t1[c] = 0; t2[c] = 0 }
-                for r in m..<end { bnRowStats(xp + r * C, dy + r * C, mask.map { $0 + r * C }, mu, t1, t2, C) }
-                for c in 0..<C { sdy[c] += Double(t1[c]); sdyx[c] += Double(t2[c] * inv[c]) }
-                m = end
+        // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
+        let sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
+            var t = [Float](repeating: 0, count: 2 * C)
+            t.withUnsafeMutableBufferPointer { tb in
+                let t1 = tb.baseAddress!, t2 = t1 + C
+                var m = r.lowerBound
+                while m < r.upperBound {
+                    let end = min(r.upperBound, m + 64)
+                    for c in 0..<(2 * C) { t1[c] = 0 }
+                    for row in m..<end {
+                        bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t1, t2, C)
+                    }
+                    for c in 0..<(2 * C) { acc[c] += Double(t1[c]) }
+                    m = end
+                }
             }
         }
+        let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
+        var k = [Float](repeating: 0, count: 3 * C)
         if let w = weight, w.requiresGrad {
             let gw = w.gradBuffer()
             for c in 0..<C { gw[c] += Float(sdyx[c]) }
@@ -112,6 +115,28 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         }
     }
     return out
+}
+
+/// Rows per block of `rowBlockReduce`.
+let reduceBlockRows = 2048
+
+/// Σ over row blocks of body(block, partial): each fixed block of rows fills its own zeroed `width`-Double
+/// partial (blocks run across kernel threads); partials are added in block order, so the result is the same
+/// for any number of threads.
+func rowBlockReduce(rows: Int, width: Int, _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    let blocks = (rows + reduceBlockRows - 1) / reduceBlockRows
+    var partial = [Double](repeating: 0, count: max(blocks, 1) * width)
+    partial.withUnsafeMutableBufferPointer { pb in
+        let p = pb.baseAddress!
+        parallelRanges(blocks) { _, range in
+            for b in range {
+                body((b * reduceBlockRows)..<min(rows, (b + 1) * reduceBlockRows), p + b * width)
+            }
+        }
+    }
+    var total = [Double](repeating: 0, count: width)
+    for b in 0..<blocks { for i in 0..<width { total[i] += partial[b * width + i] } }
+    return total
 }
 
 /// s[c] += Σ_m x[m, c] (Double accumulation, blocked so the inner loop vectorises over channels).

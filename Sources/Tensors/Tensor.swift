@@ -267,5 +267,5 @@ extension Tensor: CustomStringConvertible {
 
 /// dst[i] += src[i]
 @inline(__always) func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
-    vAccumulate(dst, src, n)
+    elementwiseParallel(n) { r in vAccumulate(dst + r.lowerBound, src + r.lowerBound, r.count) }
 }

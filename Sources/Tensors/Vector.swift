@@ -8,6 +8,19 @@ typealias V8 = SIMD8<Float>
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
 }
 
+/// Elements below which elementwise kernels stay on the calling thread.
+let parallelElementThreshold = 1 << 16
+
+/// Runs body(range) over 0..<n split across kernel threads when n is large, in ranges aligned to 8.
+@inline(__always)
+func elementwiseParallel(_ n: Int, _ body: (Range<Int>) -> Void) {
+    if n < parallelElementThreshold || Threads.count == 1 { body(0..<n); return }
+    let blocks = (n + 7) / 8
+    parallelRanges(blocks, minPerWorker: parallelElementThreshold / 8) { _, r in
+        body((r.lowerBound * 8)..<min(n, r.upperBound * 8))
+    }
+}
+
 /// dst[i] += src[i]
 @inline(__always)
 func vAccumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
