@@ -1,7 +1,7 @@
 # Shared by the launch scripts: make sure the system packages swift-distill needs are installed.
 # Installs them with apt-get when run as root; otherwise prints the command to run and stops.
 
-DISTILL_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev dataset-fashion-mnist)
+DISTILL_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev dataset-fashion-mnist)
 
 ensure_packages() {
     local missing=()
