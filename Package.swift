@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Layers", targets: ["Layers"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Datasets", targets: ["Datasets"]),
+        .library(name: "Collectives", targets: ["Collectives"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,11 +31,12 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         .target(name: "Layers", dependencies: ["Tensors"]),
         .target(name: "Models", dependencies: ["Layers"]),
+        .target(name: "Collectives", dependencies: ["Layers", "CMPI"]),
         .target(name: "Datasets", dependencies: ["Tensors", "CZlib"]),
 
         // MARK: Command line
         .executableTarget(name: "distill", dependencies: [
-            "Models", "Datasets", "CMPI",
+            "Models", "Datasets", "Collectives",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -44,5 +46,6 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
     ]
 )

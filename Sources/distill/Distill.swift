@@ -7,7 +7,7 @@ struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
-        subcommands: [Bench.self, Demo.self])
+        subcommands: [Bench.self, Demo.self, SelfTest.self])
 }
 
 struct Demo: ParsableCommand {

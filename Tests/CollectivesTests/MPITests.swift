@@ -1,0 +1,96 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Integration tests: the built binary's self-tests under mpirun on 1 to 4 ranks.
+final class MPITests: XCTestCase {
+    var mpirun: String!
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: distillBinary) else {
+            throw XCTSkip("\(distillBinary) is not built; run launch/test (it builds before testing)")
+        }
+        guard let m = which("mpirun") else { throw XCTSkip("mpirun not found (install openmpi-bin)") }
+        mpirun = m
+    }
+
+    func testEveryCollectiveOnOneToFourRanks() {
+        for ranks in 1...4 {
+            let r = runProcess(mpirun, localMPIRun(ranks, ["selftest", "collectives"]), timeout: 120)
+            XCTAssertEqual(r.status, 0, "\(ranks) ranks:\n\(r.output)")
+            XCTAssertTrue(r.output.contains("selftest collectives: ok (\(ranks) rank"), r.output)
+        }
+    }
+
+    func testCheckModePassesWhenRanksAgree() {
+        let r = runProcess(mpirun, localMPIRun(3, ["selftest", "collectives", "--check-collectives"]), timeout: 120)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("ok (3 ranks)"), r.output)
+    }
+
+    func testWithoutMpirunTheProgramIsAWorldOfOne() {
+        let r = runProcess(distillBinary, ["selftest", "collectives"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("ok (1 rank)"), r.output)
+    }
+
+    func testAFatalErrorOnOneRankEndsTheWholeJob() {
+        let r = runProcess(mpirun, localMPIRun(4, ["selftest", "failure", "--kind", "throw", "--rank", "2"]), timeout: 30)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(r.seconds, 10, "every process ends within 10 s")
+        XCTAssertFalse(r.timedOut)
+        XCTAssertTrue(r.output.contains("distill: fatal: rank 2: selftest: rank 2 failed on purpose"), r.output)
+    }
+
+    func testCheckModeNamesAMismatchedCollective() {
+        let r = runProcess(mpirun, localMPIRun(3, ["selftest", "failure", "--kind", "mismatch", "--rank", "1"],
+                                               environment: ["DISTILL_CHECK_COLLECTIVES"]),
+                           environment: ["DISTILL_CHECK_COLLECTIVES": "1"], timeout: 30)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(r.seconds, 10)
+        XCTAssertTrue(r.output.contains("collective mismatch: rank 1 calls allGather(count 48)") &&
+                      r.output.contains("rank 0 calls allGather(count 40)"), r.output)
+    }
+
+    func testStallWatchdogNamesTheCollective() {
+        let r = runProcess(mpirun, localMPIRun(3, ["selftest", "failure", "--kind", "stall", "--rank", "1"],
+                                               environment: ["DISTILL_COLLECTIVE_TIMEOUT"]),
+                           environment: ["DISTILL_COLLECTIVE_TIMEOUT": "2"], timeout: 30)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(r.seconds, 10)
+        XCTAssertTrue(r.output.contains("stalled for 2 s in allGather"), r.output)
+    }
+}
+
+/// launch/run: the command it builds, and real local jobs through it.
+final class LaunchRunTests: XCTestCase {
+    let script = packageRoot + "/launch/run"
+
+    func testDryRunCommand() throws {
+        let r = runProcess(script, ["-np", "64", "--dry-run", "--mca", "coll_tuned_use_dynamic_rules", "1", "--", "train", "x.yaml"])
+        XCTAssertEqual(r.status, 0, r.output)
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        XCTAssertTrue(r.output.hasPrefix("mpirun -np 64"), r.output)
+        XCTAssertEqual(r.output.contains("--allow-run-as-root"), getuid() == 0, "root flag only as root")
+        XCTAssertEqual(r.output.contains("--oversubscribe"), 64 > cores)
+        XCTAssertTrue(r.output.contains("--mca coll_tuned_use_dynamic_rules 1"), "pass-through options")
+        XCTAssertTrue(r.output.contains("-x OPENBLAS_NUM_THREADS=1"))
+        XCTAssertTrue(r.output.hasSuffix("distill train x.yaml \n") || r.output.contains("distill train x.yaml"), r.output)
+        let one = runProcess(script, ["-np", "1", "--dry-run", "--", "bench", "comm"])
+        XCTAssertTrue(one.output.contains("OPENBLAS_NUM_THREADS=\(cores)") && one.output.contains("--bind-to"), one.output)
+        XCTAssertFalse(one.output.contains("--oversubscribe"))
+        let bad = runProcess(script, ["--dry-run", "--", "train"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.output.contains("-np N is required"), bad.output)
+    }
+
+    func testLocalJobThroughLaunchRun() throws {
+        guard which("mpirun") != nil else { throw XCTSkip("mpirun not found") }
+        let r = runProcess(script, ["-np", "3", "--oversubscribe", "--", "selftest", "collectives"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("ok (3 ranks)"), r.output)
+        let f = runProcess(script, ["-np", "2", "--", "selftest", "failure", "--kind", "throw", "--rank", "1"], timeout: 30)
+        XCTAssertNotEqual(f.status, 0)
+        XCTAssertTrue(f.output.contains("distill: fatal: rank 1"), f.output)
+    }
+}

@@ -1,0 +1,81 @@
+// Running the built `distill` binary and launch scripts from integration tests.
+import Foundation
+
+/// The package root (three levels above this file).
+public let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// The release `distill` binary that `launch/test` builds before running the tests.
+public let distillBinary = packageRoot + "/.build/release/distill"
+
+public struct ProcessResult {
+    public let status: Int32
+    public let output: String
+    public let seconds: Double
+    public let timedOut: Bool
+}
+
+/// Runs `executable` with `arguments`, capturing stdout and stderr together; kills its process group after
+/// `timeout` seconds.
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                       timeout: Double = 60) -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    let collected = OutputBuffer()
+    pipe.fileHandleForReading.readabilityHandler = { h in collected.append(h.availableData) }
+    let start = Date()
+    do { try p.run() } catch { return ProcessResult(status: -1, output: "cannot start \(executable): \(error)", seconds: 0, timedOut: false) }
+    var timedOut = false
+    while p.isRunning {
+        if Date().timeIntervalSince(start) > timeout {
+            timedOut = true
+            kill(-p.processIdentifier, SIGKILL)
+            p.terminate()
+            kill(p.processIdentifier, SIGKILL)
+            break
+        }
+        usleep(20_000)
+    }
+    p.waitUntilExit()
+    let seconds = Date().timeIntervalSince(start)
+    usleep(100_000)
+    pipe.fileHandleForReading.readabilityHandler = nil
+    collected.append(pipe.fileHandleForReading.availableData)
+    return ProcessResult(status: p.terminationStatus, output: collected.text, seconds: seconds, timedOut: timedOut)
+}
+
+final class OutputBuffer: @unchecked Sendable {
+    private var data = Data()
+    private let lock = NSLock()
+    func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
+
+/// mpirun arguments for a local job of `ranks` processes on this machine (as the tests run it: oversubscribed,
+/// shared-memory single copy off for containers, TCP on loopback).
+public func localMPIRun(_ ranks: Int, _ arguments: [String], environment: [String] = []) -> [String] {
+    ["-np", "\(ranks)", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism",
+     "none", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]
+        + environment.flatMap { ["-x", $0] } + [distillBinary] + arguments
+}
+
+/// The path of an executable on PATH, or nil.
+public func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
