@@ -1,0 +1,98 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Two "nodes" on this machine as network namespaces (../shared/netns-cluster.sh), joined by launch/run with the
+/// rsh agent the script writes. Needs root and `ip netns`; skipped with the reason otherwise.
+final class NetnsClusterTests: XCTestCase {
+    let script = URL(fileURLWithPath: packageRoot).deletingLastPathComponent().path + "/shared/netns-cluster.sh"
+    var dir = ""
+    var sessionDir = ""
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("needs root to create network namespaces") }
+        guard which("ip") != nil else { throw XCTSkip("`ip` (iproute2) is not installed") }
+        guard FileManager.default.fileExists(atPath: script) else { throw XCTSkip("\(script) not found") }
+        guard FileManager.default.isExecutableFile(atPath: distillBinary), which("mpirun") != nil else {
+            throw XCTSkip("needs the built binary and mpirun")
+        }
+        dir = NSTemporaryDirectory() + "distill-netns-" + UUID().uuidString
+        sessionDir = dir + "/mpi"
+        try FileManager.default.createDirectory(atPath: sessionDir, withIntermediateDirectories: true)
+        _ = runProcess("/bin/sh", [script, "down", "2"])
+        let up = runProcess("/bin/sh", [script, "up", "2", dir], timeout: 30)
+        guard up.status == 0 else {
+            _ = runProcess("/bin/sh", [script, "down", "2"])
+            throw XCTSkip("cannot create network namespaces here: \(up.output)")
+        }
+        usleep(1_000_000)  // let the new links come up before daemons connect back
+    }
+
+    override func tearDown() {
+        guard !dir.isEmpty else { return }
+        // Processes of this job that outlived it (an unreachable node's daemon) carry the session directory.
+        _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", sessionDir])
+        _ = runProcess("/bin/sh", [script, "down", "2"])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func launchArguments(_ distillArgs: [String], grace: Int = 10) -> [String] {
+        ["-np", "2", "--hostfile", dir + "/hostfile", "--agent", dir + "/agent", "--net", "10.77.0.0/24",
+         "--grace", "\(grace)", "--mca", "orte_tmpdir_base", sessionDir, "--"] + distillArgs
+    }
+
+    func testTwoRankJobAcrossNamespaces() {
+        var r = runProcess(packageRoot + "/launch/run", launchArguments(["selftest", "loop", "--seconds", "1"]), timeout: 60)
+        if r.status != 0 && !r.output.contains(" of 2: netns ") {
+            // Open MPI 4.1's daemons occasionally fail to wire up between fresh namespaces before any rank starts
+            // (mpirun: "ORTE does not know how to route a message"); that is the launcher, not the job: retry once.
+            print("netns job failed to start, retrying once:\n\(r.output)")
+            r = runProcess(packageRoot + "/launch/run", launchArguments(["selftest", "loop", "--seconds", "1"]), timeout: 60)
+        }
+        XCTAssertEqual(r.status, 0, r.output)
+        let lines = r.output.split(separator: "\n").filter { $0.contains(" of 2: netns ") }
+        XCTAssertEqual(lines.count, 2, r.output)
+        let namespaces = Set(lines.compactMap { $0.split(separator: " ").first { $0.hasPrefix("net:[") } })
+        XCTAssertEqual(namespaces.count, 2, "ranks ran in different network namespaces: \(lines)")
+        XCTAssertTrue(lines.allSatisfy { $0.hasSuffix("allreduce 3") }, "1 + 2 on both ranks: \(lines)")
+    }
+
+    func testCutLinkEndsTheJobWithinTheWatchdogLimit() throws {
+        let timeout = 3, grace = 3
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: packageRoot + "/launch/run")
+        p.arguments = launchArguments(["selftest", "loop", "--seconds", "120"], grace: grace)
+        var env = ProcessInfo.processInfo.environment
+        env["DISTILL_COLLECTIVE_TIMEOUT"] = "\(timeout)"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out; p.standardError = out
+        let buffer = OutputCollector()
+        out.fileHandleForReading.readabilityHandler = { h in buffer.append(h.availableData) }
+        func text() -> String { buffer.text }
+        try p.run()
+        defer { if p.isRunning { kill(-p.processIdentifier, SIGKILL); p.terminate() } }
+        // Wait until both ranks run, then cut node 2's link.
+        let start = Date()
+        while text().components(separatedBy: " of 2: netns ").count < 3 && Date().timeIntervalSince(start) < 30 && p.isRunning { usleep(50_000) }
+        XCTAssertTrue(p.isRunning, "the job should be running before the cut: \(text())")
+        usleep(500_000)
+        let cut = Date()
+        _ = runProcess(which("ip")!, ["link", "set", "v2", "down"])
+        while p.isRunning && Date().timeIntervalSince(cut) < Double(timeout + grace + 20) { usleep(50_000) }
+        let elapsed = Date().timeIntervalSince(cut)
+        XCTAssertFalse(p.isRunning, "the job must end after the link is cut:\n\(text())")
+        if !p.isRunning {
+            XCTAssertNotEqual(p.terminationStatus, 0, text())
+            XCTAssertLessThan(elapsed, Double(timeout + grace + 10), "ends within the watchdog limit plus the grace period")
+        }
+        XCTAssertTrue(text().contains("stalled for \(timeout) s in allReduce"), text())
+    }
+}
+
+final class OutputCollector: @unchecked Sendable {
+    private var data = Data()
+    private let lock = NSLock()
+    func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
