@@ -67,7 +67,7 @@ final class NetnsClusterTests: XCTestCase {
         p.environment = env
         let out = Pipe()
         p.standardOutput = out; p.standardError = out
-        let buffer = OutputCollector()
+        let buffer = OutputBuffer()
         out.fileHandleForReading.readabilityHandler = { h in buffer.append(h.availableData) }
         func text() -> String { buffer.text }
         try p.run()
@@ -90,9 +90,3 @@ final class NetnsClusterTests: XCTestCase {
     }
 }
 
-final class OutputCollector: @unchecked Sendable {
-    private var data = Data()
-    private let lock = NSLock()
-    func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
-    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
-}

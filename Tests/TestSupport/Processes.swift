@@ -56,11 +56,13 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     return ProcessResult(status: p.terminationStatus, output: collected.text, seconds: seconds, timedOut: timedOut)
 }
 
-final class OutputBuffer: @unchecked Sendable {
+/// Bytes collected from a pipe's readability handler (another thread), read as text.
+public final class OutputBuffer: @unchecked Sendable {
     private var data = Data()
     private let lock = NSLock()
-    func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
-    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+    public init() {}
+    public func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+    public var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
 }
 
 /// mpirun arguments for a local job of `ranks` processes on this machine (as the tests run it: oversubscribed,
