@@ -33,10 +33,11 @@ let package = Package(
         .target(name: "Models", dependencies: ["Layers"]),
         .target(name: "Collectives", dependencies: ["Layers", "CMPI"]),
         .target(name: "Datasets", dependencies: ["Tensors", "CZlib"]),
+        .target(name: "Training", dependencies: ["Models", "Datasets", "Collectives"]),
 
         // MARK: Command line
         .executableTarget(name: "distill", dependencies: [
-            "Models", "Datasets", "Collectives",
+            "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -47,5 +48,6 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
     ]
 )

@@ -7,7 +7,7 @@ struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
-        subcommands: [Bench.self, Demo.self, SelfTest.self])
+        subcommands: [Bench.self, Demo.self, Inspect.self, SelfTest.self])
 }
 
 struct Demo: ParsableCommand {
@@ -27,3 +27,4 @@ struct Bench: ParsableCommand {
         abstract: "Prints performance figures (benchmarks report; they never assert).",
         subcommands: [BenchEngine.self, BenchConv.self, BenchData.self, BenchComm.self])
 }
+
