@@ -17,6 +17,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // MARK: System libraries and C shims
@@ -33,7 +34,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Layers"]),
         .target(name: "Collectives", dependencies: ["Layers", "CMPI"]),
         .target(name: "Datasets", dependencies: ["Tensors", "CZlib"]),
-        .target(name: "Training", dependencies: ["Models", "Datasets", "Collectives"]),
+        .target(name: "Training", dependencies: ["Models", "Datasets", "Collectives", "Yams"]),
 
         // MARK: Command line
         .executableTarget(name: "distill", dependencies: [

@@ -7,18 +7,19 @@ struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
-        subcommands: [Bench.self, Demo.self, Inspect.self, SelfTest.self])
+        subcommands: [Train.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
 }
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Runs the demonstration experiment.")
+        abstract: "Runs the demonstration: a short real training run on Fashion-MNIST (configs/demo.yaml).")
+
+    @Option(help: "The demo config.")
+    var config = "configs/demo.yaml"
 
     func run() throws {
-        print("""
-        nothing to demo yet: the training engine is built, the trainer is not.
-        Try `distill bench engine` to measure the engine on this machine.
-        """)
+        print("swift-distill demo: training a ResNet-8 on Fashion-MNIST (\(config))")
+        try Train.parse([config]).run()
     }
 }
 

@@ -1,0 +1,189 @@
+// The training loop: builds the data, the peers this rank hosts and their optimisers from a config, trains,
+// evaluates, and writes config.yaml, metrics.jsonl and per-peer safetensors checkpoints to the output directory.
+import Collectives
+import Datasets
+import Foundation
+import Models
+
+/// Per-epoch figures, one JSON line in metrics.jsonl.
+public struct EpochMetrics {
+    public var epoch = 0
+    public var lr: Float = 0
+    /// Mean training loss of each peer.
+    public var loss: [Float] = []
+    public var trainTop1: [Float] = []
+    /// Test accuracy of each peer (nil when not evaluated this epoch).
+    public var testTop1: [Float]?, testTop5: [Float]?
+    public var imagesPerSecond = 0.0
+    public var communicationSeconds = 0.0
+
+    var json: String {
+        func list(_ v: [Float]) -> String { "[" + v.map { String(format: "%.6g", $0) }.joined(separator: ", ") + "]" }
+        var parts = ["\"epoch\": \(epoch)", "\"lr\": \(String(format: "%.6g", lr))", "\"loss\": \(list(loss))",
+                     "\"train_top1\": \(list(trainTop1))"]
+        if let t = testTop1 { parts.append("\"test_top1\": \(list(t))") }
+        if let t = testTop5 { parts.append("\"test_top5\": \(list(t))") }
+        parts.append(String(format: "\"images_per_second\": %.1f", imagesPerSecond))
+        parts.append(String(format: "\"communication_seconds\": %.3f", communicationSeconds))
+        return "{" + parts.joined(separator: ", ") + "}"
+    }
+}
+
+public final class Trainer {
+    public let config: TrainConfig
+    let comm: Communicator
+    let placement: PeerPlacement
+    let train: Dataset, test: Dataset
+    let augmentation: Augmentation
+    /// The peers this rank hosts, their models and optimisers.
+    public private(set) var models: [Classifier] = []
+    var optimizers: [SGD] = []
+    let schedule: LRSchedule
+    /// Called with every progress line (rank 0 only).
+    public var report: (String) -> Void = { print($0) }
+
+    public init(config: TrainConfig, comm: Communicator) throws {
+        self.config = config
+        self.comm = comm
+        guard config.method == "independent" else {
+            throw ConfigError("method.name: '\(config.method)' is not available in this version; available: independent")
+        }
+        guard config.models.count >= comm.size else {
+            throw ConfigError("\(comm.size) ranks for \(config.models.count) peer(s): data-parallel training of one model over several ranks is not available in this version; run with at most \(config.models.count) rank(s)")
+        }
+        placement = try PeerPlacement(peers: config.models.count, ranks: comm.size, rank: comm.rank)
+        if let t = config.threads { Threads.set(t) }
+        var trainSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .train)
+        var testSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .test)
+        if config.trainSubset > 0 { trainSet = try trainSet.subset(count: config.trainSubset) }
+        if config.testSubset > 0 { testSet = try testSet.subset(count: config.testSubset) }
+        train = trainSet; test = testSet
+        augmentation = config.augmentation ?? .standard(for: config.dataset)
+        let base: LRSchedule = config.schedule == "cosine"
+            ? CosineLR(base: config.lr, totalEpochs: config.epochs)
+            : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
+        schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: config.warmupEpochs) : base
+        for peer in placement.localPeers {
+            // Each peer's initial weights depend only on (seed, peer), not on where it runs.
+            var g = Generator(seed: config.seed, stream: [0x696E_6974, UInt64(peer)])  // "init"
+            let m = try ModelZoo.make(config.models[peer], classes: train.classes, inChannels: train.channels, generator: &g)
+            models.append(m)
+            optimizers.append(SGD(parameters: m.namedParameters(), lr: config.lr, momentum: config.momentum,
+                                  weightDecay: config.weightDecay, nesterov: config.nesterov && config.momentum > 0))
+        }
+    }
+
+    var isLeader: Bool { comm.rank == 0 }
+
+    /// Sums a per-peer vector over ranks (each rank fills its local peers' entries).
+    func gatherPeerValues(_ local: [Double]) throws -> [Double] {
+        var all = [Double](repeating: 0, count: placement.peers)
+        for (k, p) in placement.localPeers.enumerated() { all[p] = local[k] }
+        try comm.allReduce(&all, op: .sum)
+        return all
+    }
+
+    /// Trains for the configured epochs; returns the metrics of every epoch.
+    @discardableResult
+    public func run() throws -> [EpochMetrics] {
+        let out = config.output
+        if isLeader {
+            try FileManager.default.createDirectory(atPath: out + "/checkpoints", withIntermediateDirectories: true)
+            try writeAtomically(Data(config.yaml.utf8), to: out + "/config.yaml")
+            FileManager.default.createFile(atPath: out + "/metrics.jsonl", contents: Data())
+        }
+        try comm.barrier()
+        let sampler = EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed)
+        let steps = sampler.stepsPerEpoch
+        // A live progress line only on a real terminal: under mpirun, ranks' output goes through a pty but is
+        // forwarded line by line, so plain lines are printed instead.
+        let interactive = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] == nil
+        var history: [EpochMetrics] = []
+        for epoch in 0..<config.epochs {
+            var metrics = EpochMetrics()
+            metrics.epoch = epoch + 1
+            var lossSum = [Double](repeating: 0, count: models.count), correct = lossSum
+            var seen = 0
+            let commStart = comm.communicationSeconds
+            let start = Date()
+            for m in models { m.train() }
+            let loader = BatchLoader(data: train, sampler: sampler, epoch: epoch, augmentation: augmentation,
+                                     peers: placement.localPeers)
+            for (step, batch) in loader.enumerated() {
+                let lr = schedule.lr(epoch: Double(epoch) + Double(step) / Double(steps))
+                metrics.lr = lr
+                let labels = batch.labels!
+                for (k, model) in models.enumerated() {
+                    optimizers[k].lr = lr
+                    optimizers[k].zeroGrad()
+                    let logits = model(batch.images[k])
+                    let loss = crossEntropy(logits, labels: labels)
+                    loss.backward()
+                    optimizers[k].step()
+                    lossSum[k] += Double(loss.item) * Double(labels.count)
+                    correct[k] += Double(zip(logits.argmaxLastAxis(), labels).filter { $0 == $1 }.count)
+                }
+                seen += labels.count
+                if isLeader && (interactive || (step + 1) % max(1, steps / 5) == 0 || step + 1 == steps) {
+                    let elapsed = Date().timeIntervalSince(start)
+                    let ips = Double(seen) / max(elapsed, 1e-9)
+                    let eta = Double(steps - step - 1) * elapsed / Double(step + 1)
+                    let line = String(format: "epoch %d/%d  step %d/%d  loss %.4f  %.0f images/s  ETA %.0fs",
+                                      epoch + 1, config.epochs, step + 1, steps, lossSum[0] / Double(max(seen, 1)), ips, eta)
+                    if interactive { print("\r" + line, terminator: step + 1 == steps ? "\n" : ""); fflush(stdout) } else { report(line) }
+                }
+            }
+            metrics.imagesPerSecond = Double(seen) / Date().timeIntervalSince(start)
+            metrics.loss = try gatherPeerValues(lossSum.map { $0 / Double(max(seen, 1)) }).map(Float.init)
+            metrics.trainTop1 = try gatherPeerValues(correct.map { $0 / Double(max(seen, 1)) }).map(Float.init)
+            if (epoch + 1) % config.evalEvery == 0 || epoch + 1 == config.epochs {
+                let (top1, top5) = try evaluate()
+                metrics.testTop1 = top1; metrics.testTop5 = top5
+                if isLeader {
+                    report("epoch \(epoch + 1): test top-1 " + zip(config.models, top1).enumerated()
+                        .map { "peer \($0.offset) (\($0.element.0)) \(String(format: "%.2f%%", 100 * $0.element.1))" }.joined(separator: ", "))
+                }
+            }
+            metrics.communicationSeconds = comm.communicationSeconds - commStart
+            if (epoch + 1) % config.checkpointEvery == 0 || epoch + 1 == config.epochs {
+                for (k, p) in placement.localPeers.enumerated() {
+                    try models[k].saveSafeTensors(to: out + "/checkpoints/peer\(p).safetensors",
+                                                  metadata: ["model": config.models[p], "epoch": "\(epoch + 1)", "peer": "\(p)"])
+                }
+            }
+            if isLeader {
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/metrics.jsonl"))
+                handle.seekToEndOfFile()
+                handle.write(Data((metrics.json + "\n").utf8))
+                try handle.synchronize()
+                handle.closeFile()
+            }
+            history.append(metrics)
+        }
+        return history
+    }
+
+    /// Top-1 and top-5 accuracy of every peer on the test split (eval mode, no tape).
+    public func evaluate() throws -> (top1: [Float], top5: [Float]) {
+        let sampler = EpochSampler(count: test.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
+        var top1 = [Double](repeating: 0, count: models.count), top5 = top1
+        for m in models { m.eval() }
+        withoutGradients {
+            for batch in BatchLoader(data: test, sampler: sampler, epoch: 0, augmentation: .none, peers: [0]) {
+                for (k, m) in models.enumerated() {
+                    let logits = m(batch.images[0])
+                    let c = logits.shape[1]
+                    for (r, label) in batch.labels!.enumerated() {
+                        let row = logits.data + r * c
+                        let higher = (0..<c).filter { row[$0] > row[label] }.count
+                        if higher == 0 { top1[k] += 1 }
+                        if higher < 5 { top5[k] += 1 }
+                    }
+                }
+            }
+        }
+        for m in models { m.train() }
+        let n = Double(max(test.count, 1))
+        return (try gatherPeerValues(top1.map { $0 / n }).map(Float.init), try gatherPeerValues(top5.map { $0 / n }).map(Float.init))
+    }
+}

@@ -1,0 +1,52 @@
+// `distill train`: run an experiment from a YAML config, alone or under launch/run.
+import ArgumentParser
+import Collectives
+import Foundation
+import Training
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Trains the peers of a YAML experiment config and writes config.yaml, metrics.jsonl and checkpoints.",
+        discussion: """
+        Examples:
+          distill train configs/independent.yaml
+          distill train configs/independent.yaml --set epochs=2 --set optimizer.lr=0.05 --out runs/try
+          launch/run -np 2 -- train configs/independent.yaml --set 'models=[resnet8, resnet14]'
+        Exit codes: 0 success, 2 a usage or config error (the message names the file, key and expected value),
+        1 a runtime failure.
+        """)
+
+    @Argument(help: "The experiment config (YAML); see configs/ for documented examples.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value, e.g. --set optimizer.lr=0.05 (repeatable).", valueName: "key.path=value"))
+    var overrides: [String] = []
+
+    @Option(help: "Output directory (overrides the config's `output`).")
+    var out: String?
+
+    func run() throws {
+        var cfg: TrainConfig
+        do {
+            cfg = try TrainConfig.load(config, overrides: overrides)
+        } catch let e as ConfigError {
+            printError("error: \(e.message)")
+            throw ExitCode(2)
+        }
+        if let o = out { cfg.output = o }
+        let comm = try MPICommunicator.world()
+        do {
+            let trainer = try Trainer(config: cfg, comm: comm)
+            try trainer.run()
+        } catch let e as ConfigError {
+            if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
+            printError("error: \(e.message)")
+            throw ExitCode(2)
+        } catch {
+            if comm.size > 1 { comm.abort("\(error)", code: 1) }
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+        MPICommunicator.finalize()
+    }
+}
