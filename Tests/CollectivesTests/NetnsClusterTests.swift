@@ -62,9 +62,7 @@ final class NetnsClusterTests: XCTestCase {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: packageRoot + "/launch/run")
         p.arguments = launchArguments(["selftest", "loop", "--seconds", "120"], grace: grace)
-        var env = ProcessInfo.processInfo.environment
-        env["DISTILL_COLLECTIVE_TIMEOUT"] = "\(timeout)"
-        p.environment = env
+        p.environment = childEnvironment(["DISTILL_COLLECTIVE_TIMEOUT": "\(timeout)"])
         let out = Pipe()
         p.standardOutput = out; p.standardError = out
         let buffer = OutputBuffer()

@@ -25,11 +25,7 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
+    p.environment = childEnvironment(environment)
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
@@ -63,6 +59,19 @@ public final class OutputBuffer: @unchecked Sendable {
     public init() {}
     public func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
     public var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
+
+/// The environment for a child process: this one's, without the Open MPI/PMIx variables a test that used MPI
+/// in this process (a world of one) leaves behind (a child mpirun inheriting them believes it runs inside that
+/// job), with running as root allowed, plus `extra`.
+public func childEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+    var env = ProcessInfo.processInfo.environment.filter { key, _ in
+        !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
+    }
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    for (k, v) in extra { env[k] = v }
+    return env
 }
 
 /// mpirun arguments for a local job of `ranks` processes on this machine (as the tests run it: oversubscribed,
