@@ -83,11 +83,16 @@ public final class Trainer {
         return all
     }
 
-    /// Trains for the configured epochs; returns the metrics of every epoch.
+    /// Trains for the configured epochs; returns the metrics of the epochs run. With `resume`, continues from the
+    /// last complete checkpoint of the output directory and ends with the same weights, bit for bit, as an
+    /// uninterrupted run (same ranks and threads).
     @discardableResult
-    public func run() throws -> [EpochMetrics] {
+    public func run(resume: Bool = false) throws -> [EpochMetrics] {
         let out = config.output
-        if isLeader {
+        var firstEpoch = 0
+        if resume {
+            firstEpoch = try restore()
+        } else if isLeader {
             try FileManager.default.createDirectory(atPath: out + "/checkpoints", withIntermediateDirectories: true)
             try writeAtomically(Data(config.yaml.utf8), to: out + "/config.yaml")
             FileManager.default.createFile(atPath: out + "/metrics.jsonl", contents: Data())
@@ -99,7 +104,7 @@ public final class Trainer {
         // forwarded line by line, so plain lines are printed instead.
         let interactive = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] == nil
         var history: [EpochMetrics] = []
-        for epoch in 0..<config.epochs {
+        for epoch in firstEpoch..<config.epochs {
             var metrics = EpochMetrics()
             metrics.epoch = epoch + 1
             var lossSum = [Double](repeating: 0, count: models.count), correct = lossSum
@@ -145,12 +150,8 @@ public final class Trainer {
                 }
             }
             metrics.communicationSeconds = comm.communicationSeconds - commStart
-            if (epoch + 1) % config.checkpointEvery == 0 || epoch + 1 == config.epochs {
-                for (k, p) in placement.localPeers.enumerated() {
-                    try models[k].saveSafeTensors(to: out + "/checkpoints/peer\(p).safetensors",
-                                                  metadata: ["model": config.models[p], "epoch": "\(epoch + 1)", "peer": "\(p)"])
-                }
-            }
+            // The metrics line goes first, the checkpoint after: a run killed in between resumes from the
+            // previous checkpoint and drops the line of the epoch it repeats.
             if isLeader {
                 let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/metrics.jsonl"))
                 handle.seekToEndOfFile()
@@ -158,9 +159,89 @@ public final class Trainer {
                 try handle.synchronize()
                 handle.closeFile()
             }
+            if (epoch + 1) % config.checkpointEvery == 0 || epoch + 1 == config.epochs {
+                try saveCheckpoint(epoch: epoch + 1)
+            }
             history.append(metrics)
         }
         return history
+    }
+
+    // MARK: - Checkpoints
+    //   checkpoints/epoch-E/peerP.safetensors            weights and buffers (PyTorch state-dict names)
+    //   checkpoints/epoch-E/peerP.optimizer.safetensors  SGD momentum buffers under the parameter names
+    //   checkpoints/state.json                           {"epoch": E, ...}: written last, the commit point
+    // Every file is written to a temporary name, fsynced and renamed; the previous epoch's directory is removed
+    // only after state.json names the new one, so a run killed at any moment keeps a complete checkpoint.
+
+    func checkpointDirectory(_ epoch: Int) -> String { config.output + "/checkpoints/epoch-\(epoch)" }
+
+    func saveCheckpoint(epoch: Int) throws {
+        let dir = checkpointDirectory(epoch)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (k, p) in placement.localPeers.enumerated() {
+            try models[k].saveSafeTensors(to: dir + "/peer\(p).safetensors",
+                                          metadata: ["model": config.models[p], "epoch": "\(epoch)", "peer": "\(p)"])
+            let buffers = optimizers[k].parameters.compactMap { name, _ in optimizers[k].momentumBuffers[name].map { (name, $0) } }
+            try withBuffers(buffers.map { $0.1 }) { b in
+                try SafeTensors.write(zip(buffers, b).map { ($0.0, $0.1.shape, $1, .F32) }, metadata: ["epoch": "\(epoch)"],
+                                      to: dir + "/peer\(p).optimizer.safetensors")
+            }
+        }
+        try comm.barrier()  // every rank's files are in place before the state names them
+        if isLeader {
+            let previous = try? checkpointState()
+            let state = "{\"epoch\": \(epoch), \"peers\": \(placement.peers), \"ranks\": \(comm.size), \"threads\": \(Threads.count)}\n"
+            try writeAtomically(Data(state.utf8), to: config.output + "/checkpoints/state.json")
+            if let old = previous, old != epoch { try? FileManager.default.removeItem(atPath: checkpointDirectory(old)) }
+        }
+        try comm.barrier()
+    }
+
+    /// The epoch of the last complete checkpoint.
+    func checkpointState() throws -> Int {
+        let path = config.output + "/checkpoints/state.json"
+        guard let data = FileManager.default.contents(atPath: path),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let epoch = obj["epoch"] as? Int else {
+            throw ConfigError("cannot resume: \(path) is missing or unreadable (no complete checkpoint in \(config.output))")
+        }
+        if let peers = obj["peers"] as? Int, peers != placement.peers {
+            throw ConfigError("cannot resume: the checkpoint has \(peers) peers, the config \(placement.peers)")
+        }
+        return epoch
+    }
+
+    /// Loads the last checkpoint into the local peers and optimisers; returns the epoch to continue from.
+    func restore() throws -> Int {
+        let saved = try String(contentsOfFile: config.output + "/config.yaml", encoding: .utf8)
+        var savedConfig = try TrainConfig.parse(saved, source: config.output + "/config.yaml")
+        savedConfig.epochs = config.epochs
+        guard savedConfig == config else {
+            throw ConfigError("cannot resume: the config differs from the run's \(config.output)/config.yaml (only epochs may change)")
+        }
+        let epoch = try checkpointState()
+        let dir = checkpointDirectory(epoch)
+        for (k, p) in placement.localPeers.enumerated() {
+            try models[k].loadSafeTensors(from: dir + "/peer\(p).safetensors")
+            let (tensors, _) = try SafeTensors.read(dir + "/peer\(p).optimizer.safetensors")
+            let shapes = Dictionary(uniqueKeysWithValues: optimizers[k].parameters.map { ($0.0, $0.1.value.shape) })
+            optimizers[k].momentumBuffers = [:]
+            for (name, t) in tensors {
+                guard let shape = shapes[name], shape == t.shape else {
+                    throw ConfigError("cannot resume: \(dir)/peer\(p).optimizer.safetensors has '\(name)' \(t.shape), the model does not")
+                }
+                optimizers[k].momentumBuffers[name] = Tensor(shape: shape, values: t.values)
+            }
+        }
+        if isLeader {
+            // Drop metrics of epochs after the checkpoint (written before a kill).
+            let path = config.output + "/metrics.jsonl"
+            let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
+            let kept = lines.prefix(epoch).map { $0 + "\n" }.joined()
+            try writeAtomically(Data(kept.utf8), to: path)
+            report("resuming after epoch \(epoch) from \(dir)")
+        }
+        return epoch
     }
 
     /// Top-1 and top-5 accuracy of every peer on the test split (eval mode, no tape).

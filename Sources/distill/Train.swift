@@ -25,6 +25,9 @@ struct Train: ParsableCommand {
     @Option(help: "Output directory (overrides the config's `output`).")
     var out: String?
 
+    @Flag(help: "Continue from the last complete checkpoint in the output directory (same config; epochs may grow).")
+    var resume = false
+
     func run() throws {
         var cfg: TrainConfig
         do {
@@ -37,7 +40,7 @@ struct Train: ParsableCommand {
         let comm = try MPICommunicator.world()
         do {
             let trainer = try Trainer(config: cfg, comm: comm)
-            try trainer.run()
+            try trainer.run(resume: resume)
         } catch let e as ConfigError {
             if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
             printError("error: \(e.message)")

@@ -82,7 +82,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try TrainConfig.load(out + "/config.yaml"), c, "config.yaml holds the resolved config")
         var g = Generator(seed: 9)
         let reloaded = try ModelZoo.make("resnet8", classes: 10, inChannels: 1, generator: &g)
-        try reloaded.loadSafeTensors(from: out + "/checkpoints/peer1.safetensors")
+        try reloaded.loadSafeTensors(from: out + "/checkpoints/epoch-2/peer1.safetensors")
         XCTAssertEqual(reloaded.namedState().map { $0.1.value.array }, trainer.models[1].namedState().map { $0.1.value.array })
     }
 

@@ -1,0 +1,73 @@
+import Datasets
+import Foundation
+import TestSupport
+import XCTest
+
+/// A run killed with SIGKILL after its first checkpoint and resumed ends with exactly the weights of an
+/// uninterrupted run, on 1 rank and on 2 ranks.
+final class ResumeTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else {
+            throw XCTSkip("dataset-fashion-mnist is not installed")
+        }
+        guard FileManager.default.isExecutableFile(atPath: distillBinary) else { throw XCTSkip("binary not built") }
+        dir = NSTemporaryDirectory() + "distill-resume-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) } }
+
+    func command(_ ranks: Int, _ out: String, resume: Bool = false) -> (String, [String]) {
+        var args = ["train", packageRoot + "/configs/demo.yaml", "--out", out, "--set", "epochs=3",
+                    "--set", "dataset.train_subset=1536", "--set", "dataset.test_subset=256", "--set", "threads=1"]
+        if ranks > 1 { args += ["--set", "models=[resnet8, resnet8]"] }
+        if resume { args.append("--resume") }
+        return ranks == 1 ? (distillBinary, args) : (packageRoot + "/launch/run", ["-np", "\(ranks)", "--"] + args)
+    }
+
+    func check(ranks: Int) throws {
+        let (exe, straight) = command(ranks, dir + "/straight")
+        let a = runProcess(exe, straight, timeout: 300)
+        XCTAssertEqual(a.status, 0, a.output)
+        // Start the same run, kill it as soon as the first checkpoint is committed, resume it.
+        let (_, killedArgs) = command(ranks, dir + "/killed")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = killedArgs
+        p.environment = childEnvironment()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let state = dir + "/killed/checkpoints/state.json"
+        let start = Date()
+        while !FileManager.default.fileExists(atPath: state) && p.isRunning && Date().timeIntervalSince(start) < 120 { usleep(5_000) }
+        kill(-p.processIdentifier, SIGKILL)
+        kill(p.processIdentifier, SIGKILL)
+        if ranks > 1 { _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", dir + "/killed"]) }
+        p.waitUntilExit()
+        let stateText = (try? String(contentsOfFile: state, encoding: .utf8)) ?? ""
+        XCTAssertTrue(stateText.contains("\"epoch\": 1"), "killed after the first checkpoint: \(stateText)")
+        let (_, resumeArgs) = command(ranks, dir + "/killed", resume: true)
+        let b = runProcess(exe, resumeArgs, timeout: 300)
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.output.contains("resuming after epoch 1"), b.output)
+        for peer in 0..<ranks {
+            let x = FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-3/peer\(peer).safetensors")
+            let y = FileManager.default.contents(atPath: dir + "/killed/checkpoints/epoch-3/peer\(peer).safetensors")
+            XCTAssertNotNil(x)
+            XCTAssertEqual(x, y, "peer \(peer): resumed weights are bit-identical to the uninterrupted run")
+        }
+        let lines = try String(contentsOfFile: dir + "/killed/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 3, "one metrics line per epoch after resuming")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/killed/checkpoints/epoch-1"), "older checkpoints are removed")
+    }
+
+    func testResumeOnOneRank() throws { try check(ranks: 1) }
+
+    func testResumeOnTwoRanks() throws {
+        guard which("mpirun") != nil else { throw XCTSkip("mpirun not found") }
+        try check(ranks: 2)
+    }
+}
