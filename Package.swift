@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Datasets", targets: ["Datasets"]),
         .library(name: "Collectives", targets: ["Collectives"]),
+        .library(name: "Distillation", targets: ["Distillation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,7 +35,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Layers"]),
         .target(name: "Collectives", dependencies: ["Layers", "CMPI"]),
         .target(name: "Datasets", dependencies: ["Tensors", "CZlib"]),
-        .target(name: "Training", dependencies: ["Models", "Datasets", "Collectives", "Yams"]),
+        .target(name: "Distillation", dependencies: ["Models", "Collectives"]),
+        .target(name: "Training", dependencies: ["Distillation", "Datasets", "Yams"]),
 
         // MARK: Command line
         .executableTarget(name: "distill", dependencies: [
@@ -50,5 +52,6 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "TestSupport"]),
     ]
 )

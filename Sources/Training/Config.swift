@@ -29,8 +29,11 @@ public struct TrainConfig: Equatable {
     public var augmentation: Augmentation?
     /// Model name per peer (one entry for a single model).
     public var models = ["resnet20"]
-    /// Distillation method (`independent` trains each peer alone).
+    /// Distillation method: `independent` (each peer alone) or `kd` (Hinton KD from a frozen teacher).
     public var method = "independent"
+    /// kd: the teacher's model name and checkpoint (a safetensors file with matching names), temperature, α.
+    public var teacherModel: String?, teacherCheckpoint: String?
+    public var temperature: Float = 4, alpha: Float = 0.9
     /// SGD: learning rate, momentum, weight decay, Nesterov.
     public var lr: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4, nesterov = true
     /// Schedule: "cosine" or "multistep" (with milestones and gamma), optional linear warm-up epochs.
@@ -54,7 +57,9 @@ public struct TrainConfig: Equatable {
         "dataset.augmentation.crop_padding": "an integer ≥ 0", "dataset.augmentation.horizontal_flip": "true or false",
         "dataset.augmentation.cutout": "an integer ≥ 0",
         "model": "a model name", "models": "a list of model names",
-        "method.name": "a method name",
+        "method.name": "independent or kd", "method.teacher_model": "a model name",
+        "method.teacher_checkpoint": "a .safetensors path", "method.temperature": "a number > 0",
+        "method.alpha": "a number in [0, 1]",
         "optimizer.lr": "a positive number", "optimizer.momentum": "a number in [0, 1)",
         "optimizer.weight_decay": "a number ≥ 0", "optimizer.nesterov": "true or false",
         "schedule.name": "cosine or multistep", "schedule.milestones": "a list of epochs", "schedule.gamma": "a number",
@@ -120,7 +125,21 @@ public struct TrainConfig: Equatable {
             guard let list = v as? [Any], !list.isEmpty else { throw ConfigError("\(source): models: expected a non-empty list of model names") }
             c.models = try list.enumerated().map { try r.string($0.element, "models[\($0.offset)]") }
         }
-        if let m = root["method"] { if let v = try r.mapping(m, "method")["name"] { c.method = try r.string(v, "method.name") } }
+        if let mv = root["method"] {
+            let m = try r.mapping(mv, "method")
+            if let v = m["name"] { c.method = try r.string(v, "method.name") }
+            if let v = m["teacher_model"] { c.teacherModel = try r.string(v, "method.teacher_model") }
+            if let v = m["teacher_checkpoint"] { c.teacherCheckpoint = try r.string(v, "method.teacher_checkpoint") }
+            if let v = m["temperature"] { c.temperature = try r.number(v, "method.temperature", min: 0, exclusive: true) }
+            if let v = m["alpha"] { c.alpha = try r.number(v, "method.alpha", min: 0) }
+        }
+        guard ["independent", "kd"].contains(c.method) else {
+            throw ConfigError("\(source): method.name: expected independent or kd, got '\(c.method)'")
+        }
+        if c.alpha > 1 { throw ConfigError("\(source): method.alpha: expected a number in [0, 1], got \(c.alpha)") }
+        if c.method == "kd" && (c.teacherModel == nil || c.teacherCheckpoint == nil) {
+            throw ConfigError("\(source): method kd needs method.teacher_model and method.teacher_checkpoint")
+        }
         if let o = root["optimizer"] {
             let m = try r.mapping(o, "optimizer")
             if let v = m["lr"] { c.lr = try r.number(v, "optimizer.lr", min: 0, exclusive: true) }
@@ -177,7 +196,10 @@ public struct TrainConfig: Equatable {
             lines.append("  augmentation: standard")
         }
         lines.append("models: [\(models.joined(separator: ", "))]")
-        lines += ["method:", "  name: \(method)", "optimizer:", "  lr: \(lr)", "  momentum: \(momentum)",
+        lines += ["method:", "  name: \(method)"]
+        if let t = teacherModel { lines.append("  teacher_model: \(t)") }
+        if let t = teacherCheckpoint { lines.append("  teacher_checkpoint: \(t)") }
+        lines += ["  temperature: \(temperature)", "  alpha: \(alpha)", "optimizer:", "  lr: \(lr)", "  momentum: \(momentum)",
                   "  weight_decay: \(weightDecay)", "  nesterov: \(nesterov)", "schedule:", "  name: \(schedule)",
                   "  milestones: [\(milestones.map(String.init).joined(separator: ", "))]", "  gamma: \(gamma)",
                   "  warmup_epochs: \(warmupEpochs)", "eval_every: \(evalEvery)", "checkpoint_every: \(checkpointEvery)"]

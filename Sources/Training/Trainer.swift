@@ -2,6 +2,7 @@
 // evaluates, and writes config.yaml, metrics.jsonl and per-peer safetensors checkpoints to the output directory.
 import Collectives
 import Datasets
+import Distillation
 import Foundation
 import Models
 
@@ -39,15 +40,15 @@ public final class Trainer {
     public private(set) var models: [Classifier] = []
     var optimizers: [SGD] = []
     let schedule: LRSchedule
+    /// kd: the frozen teacher and the loss.
+    let teacher: FrozenTeacher?
+    let kd: HintonKD
     /// Called with every progress line (rank 0 only).
     public var report: (String) -> Void = { print($0) }
 
     public init(config: TrainConfig, comm: Communicator) throws {
         self.config = config
         self.comm = comm
-        guard config.method == "independent" else {
-            throw ConfigError("method.name: '\(config.method)' is not available in this version; available: independent")
-        }
         guard config.models.count >= comm.size else {
             throw ConfigError("\(comm.size) ranks for \(config.models.count) peer(s): data-parallel training of one model over several ranks is not available in this version; run with at most \(config.models.count) rank(s)")
         }
@@ -63,6 +64,17 @@ public final class Trainer {
             ? CosineLR(base: config.lr, totalEpochs: config.epochs)
             : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
         schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: config.warmupEpochs) : base
+        kd = HintonKD(temperature: config.temperature, alpha: config.alpha)
+        if config.method == "kd", let name = config.teacherModel, let path = config.teacherCheckpoint {
+            var g = Generator(seed: 0)
+            let t = try ModelZoo.make(name, classes: trainSet.classes, inChannels: trainSet.channels, generator: &g)
+            do { try t.loadSafeTensors(from: path) } catch {
+                throw ConfigError("method.teacher_checkpoint: \(error)")
+            }
+            teacher = FrozenTeacher(model: t)
+        } else {
+            teacher = nil
+        }
         for peer in placement.localPeers {
             // Each peer's initial weights depend only on (seed, peer), not on where it runs.
             var g = Generator(seed: config.seed, stream: [0x696E_6974, UInt64(peer)])  // "init"
@@ -122,7 +134,8 @@ public final class Trainer {
                     optimizers[k].lr = lr
                     optimizers[k].zeroGrad()
                     let logits = model(batch.images[k])
-                    let loss = crossEntropy(logits, labels: labels)
+                    let loss = teacher.map { kd.loss(student: logits, teacher: $0.logits(batch.images[k]), labels: labels).total }
+                        ?? crossEntropy(logits, labels: labels)
                     loss.backward()
                     optimizers[k].step()
                     lossSum[k] += Double(loss.item) * Double(labels.count)

@@ -42,6 +42,21 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(message { _ = try TrainConfig.load("/nonexistent.yaml") }.contains("no such config file"))
     }
 
+    func testKDConfig() throws {
+        let c = try TrainConfig.load(packageRoot + "/configs/kd.yaml")
+        XCTAssertEqual(c.method, "kd")
+        XCTAssertEqual(c.teacherModel, "resnet32")
+        XCTAssertEqual(c.temperature, 4)
+        XCTAssertEqual(c.alpha, 0.9, accuracy: 1e-7)
+        XCTAssertEqual(try TrainConfig.parse(c.yaml, source: "resolved"), c)
+        let m = message { _ = try TrainConfig.parse("method:\n  name: kd\n", source: "x.yaml") }
+        XCTAssertTrue(m.contains("method kd needs method.teacher_model and method.teacher_checkpoint"), m)
+        let a = message { _ = try TrainConfig.parse("method:\n  name: kd\n  alpha: 2\n", source: "x.yaml") }
+        XCTAssertTrue(a.contains("method.alpha: expected a number in [0, 1]"), a)
+        let n = message { _ = try TrainConfig.parse("method:\n  name: dml2\n", source: "x.yaml") }
+        XCTAssertTrue(n.contains("method.name: expected independent or kd, got 'dml2'"), n)
+    }
+
     func testOverrides() throws {
         let c = try TrainConfig.parse("epochs: 3\n", source: "x.yaml",
                                       overrides: ["epochs=5", "optimizer.lr=0.05", "models=[resnet8, resnet14]", "dataset.name=mnist"])

@@ -1,0 +1,38 @@
+// Hinton, Vinyals & Dean, 2015, "Distilling the Knowledge in a Neural Network".
+//
+// A frozen teacher's softened predictions teach the student:
+//   L = α · T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)) + (1 − α) · CE(y, softmax(z_s))
+// KL is summed over classes and averaged over the batch (`batchmean`); the T² factor keeps the soft term's
+// gradient scale independent of T. Defaults T = 4, α = 0.9. The teacher's logits are computed without the tape
+// (detached): only the student learns.
+import Models
+
+public struct HintonKD: Equatable {
+    public var temperature: Float
+    public var alpha: Float
+
+    public init(temperature: Float = 4, alpha: Float = 0.9) {
+        precondition(temperature > 0 && alpha >= 0 && alpha <= 1, "HintonKD: temperature must be > 0 and alpha in [0, 1]")
+        self.temperature = temperature; self.alpha = alpha
+    }
+
+    /// The total loss and its two terms (soft = T²·KL, hard = CE), for student logits and detached teacher logits.
+    public func loss(student: Tensor, teacher: Tensor, labels: [Int]) -> (total: Tensor, soft: Float, hard: Float) {
+        let soft = klDivergence(student: student, teacher: teacher.detached(), temperature: temperature)
+        let hard = crossEntropy(student, labels: labels)
+        return (soft * alpha + hard * (1 - alpha), soft.item, hard.item)
+    }
+}
+
+/// A frozen teacher: a model loaded from a checkpoint, kept in evaluation mode, run without the tape.
+public final class FrozenTeacher {
+    public let model: Classifier
+
+    public init(model: Classifier) {
+        self.model = model
+        model.eval()
+        for (_, p) in model.namedParameters() { p.value.requiresGrad = false }
+    }
+
+    public func logits(_ x: Tensor) -> Tensor { withoutGradients { model(x) } }
+}
