@@ -1,6 +1,8 @@
 // distill: the command-line entry point.
 import ArgumentParser
+import Collectives
 import Foundation
+import Training
 
 @main
 struct Distill: ParsableCommand {
@@ -12,14 +14,40 @@ struct Distill: ParsableCommand {
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Runs the demonstration: a short real training run on Fashion-MNIST (configs/demo.yaml).")
+        abstract: "Runs the demonstration on Fashion-MNIST: a teacher, a student alone, and the student distilled (kd).",
+        discussion: """
+        Uses configs/demo.yaml (20,000 training images, 3 epochs, the full test set): trains a ResNet-14 teacher,
+        a ResNet-8 student alone, and the same student with Hinton KD from the teacher, then prints the three test
+        accuracies. Runs are written under --out.
+        """)
 
-    @Option(help: "The demo config.")
+    @Option(help: "The base config.")
     var config = "configs/demo.yaml"
 
+    @Option(help: "Directory for the three runs.")
+    var out = "runs/demo"
+
     func run() throws {
-        print("swift-distill demo: training a ResNet-8 on Fashion-MNIST (\(config))")
-        try Train.parse([config]).run()
+        let comm = try MPICommunicator.world()
+        func train(_ name: String, _ overrides: [String]) throws -> Float {
+            print("== \(name)")
+            var c = try TrainConfig.load(config, overrides: overrides)
+            c.output = out + "/" + name
+            let history = try Trainer(config: c, comm: comm).run()
+            return history.last?.testTop1?.first ?? .nan
+        }
+        let teacher = try train("teacher-resnet14", ["model=resnet14"])
+        let alone = try train("student-resnet8-alone", ["model=resnet8"])
+        let kd = try train("student-resnet8-kd", ["model=resnet8", "method.name=kd", "method.teacher_model=resnet14",
+            "method.teacher_checkpoint=\(out)/teacher-resnet14/checkpoints/epoch-\(try TrainConfig.load(config).epochs)/peer0.safetensors"])
+        print("""
+
+        Fashion-MNIST test top-1 (\(config)):
+          teacher  resnet14            \(String(format: "%.2f%%", 100 * teacher))
+          student  resnet8 alone       \(String(format: "%.2f%%", 100 * alone))
+          student  resnet8 + kd        \(String(format: "%.2f%%", 100 * kd))
+        """)
+        MPICommunicator.finalize()
     }
 }
 
