@@ -83,7 +83,6 @@ public final class MPICommunicator: Communicator {
             }
             abort("collective mismatch: rank \(r) calls \(describe(r)) while rank 0 calls \(describe(0))", code: 4)
         }
-        _ = mine
     }
 
     public func allReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, op: ReduceOp) throws {

@@ -23,10 +23,18 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if training {
         // Two passes per channel: the mean, then the centred second moment (float within 64-row blocks,
         // Double across blocks; fixed blocks, so the result does not depend on the thread count).
-        let s = rowBlockReduce(rows: M, width: C) { r, acc in columnSums(xp + r.lowerBound * C, rows: r.count, cols: C, into: acc) }
+        let s = rowBlockReduce(rows: M, width: C) { r, acc in
+            blockedRowSums(r, width: C, into: acc) { row, t in
+                let xr = xp + row * C
+                for c in 0..<C { t[c] += xr[c] }
+            }
+        }
         for c in 0..<C { mu[c] = Float(s[c] / Double(M)) }
         let q = rowBlockReduce(rows: M, width: C) { r, acc in
-            centredSquareSums(xp + r.lowerBound * C, mu, rows: r.count, cols: C, into: acc)
+            blockedRowSums(r, width: C, into: acc) { row, t in
+                let xr = xp + row * C
+                for c in 0..<C { let d = xr[c] - mu[c]; t[c] += d * d }
+            }
         }
         let rm = runningMean.data, rv = runningVar.data
         for c in 0..<C {
@@ -67,19 +75,8 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
         // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
         let sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
-            var t = [Float](repeating: 0, count: 2 * C)
-            t.withUnsafeMutableBufferPointer { tb in
-                let t1 = tb.baseAddress!, t2 = t1 + C
-                var m = r.lowerBound
-                while m < r.upperBound {
-                    let end = min(r.upperBound, m + 64)
-                    for c in 0..<(2 * C) { t1[c] = 0 }
-                    for row in m..<end {
-                        bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t1, t2, C)
-                    }
-                    for c in 0..<(2 * C) { acc[c] += Double(t1[c]) }
-                    m = end
-                }
+            blockedRowSums(r, width: 2 * C, into: acc) { row, t in
+                bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t, t + C, C)
             }
         }
         let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
@@ -139,42 +136,20 @@ func rowBlockReduce(rows: Int, width: Int, _ body: (Range<Int>, UnsafeMutablePoi
     return total
 }
 
-/// s[c] += Σ_m x[m, c] (Double accumulation, blocked so the inner loop vectorises over channels).
-func columnSums(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into s: UnsafeMutablePointer<Double>) {
-    let block = 64
-    var tmp = [Float](repeating: 0, count: cols)
-    tmp.withUnsafeMutableBufferPointer { t in
-        let t = t.baseAddress!
-        var m = 0
-        while m < rows {
-            let end = min(rows, m + block)
-            for c in 0..<cols { t[c] = 0 }
-            for r in m..<end {
-                let xr = x + r * cols
-                for c in 0..<cols { t[c] += xr[c] }
-            }
-            for c in 0..<cols { s[c] += Double(t[c]) }
-            m = end
-        }
-    }
-}
-
-/// q[c] += Σ_m (x[m, c] − μ[c])².
-func centredSquareSums(_ x: UnsafePointer<Float>, _ mu: UnsafePointer<Float>, rows: Int, cols: Int,
-                       into q: UnsafeMutablePointer<Double>) {
-    let block = 64
-    var tmp = [Float](repeating: 0, count: cols)
-    tmp.withUnsafeMutableBufferPointer { t in
-        let t = t.baseAddress!
-        var m = 0
-        while m < rows {
-            let end = min(rows, m + block)
-            for c in 0..<cols { t[c] = 0 }
-            for r in m..<end {
-                let xr = x + r * cols
-                for c in 0..<cols { let d = xr[c] - mu[c]; t[c] += d * d }
-            }
-            for c in 0..<cols { q[c] += Double(t[c]) }
+/// acc[i] += Σ over `rows` of the `width` floats `body(row, t)` adds into t: float sums within blocks of 64 rows
+/// (so the inner loops vectorise), Double across blocks.
+@inline(__always)
+func blockedRowSums(_ rows: Range<Int>, width: Int, into acc: UnsafeMutablePointer<Double>,
+                    _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
+    var tmp = [Float](repeating: 0, count: width)
+    tmp.withUnsafeMutableBufferPointer { tb in
+        let t = tb.baseAddress!
+        var m = rows.lowerBound
+        while m < rows.upperBound {
+            let end = min(rows.upperBound, m + 64)
+            for i in 0..<width { t[i] = 0 }
+            for r in m..<end { body(r, t) }
+            for i in 0..<width { acc[i] += Double(t[i]) }
             m = end
         }
     }

@@ -84,10 +84,10 @@ public struct TrainConfig: Equatable {
             // `model` and `models` are two spellings of one setting: an override of either replaces both.
             if path == "model" { root["models"] = nil }
             if path == "models" { root["model"] = nil }
-            set(&root, path.split(separator: ".").map(String.init), value ?? raw)
+            set(&root, path.split(separator: ".").map(String.init), value)
         }
         var c = TrainConfig()
-        var r = Reader(source: source)
+        let r = Reader(source: source)
         try r.checkKeys(root, prefix: "")
         if let v = root["seed"] { c.seed = UInt64(try r.int(v, "seed", min: 0)) }
         if let v = root["epochs"] { c.epochs = try r.int(v, "epochs", min: 1) }

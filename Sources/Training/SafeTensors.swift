@@ -191,7 +191,8 @@ public enum SafeTensors {
 /// Writes `data` to `path` through a temporary file in the same directory, fsynced, then renamed over `path`.
 public func writeAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
-    guard let fd = Optional(open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)), fd >= 0 else {
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else {
         throw SafeTensorsError.io(path: path, reason: "cannot create \(tmp): \(String(cString: strerror(errno)))")
     }
     var ok = true

@@ -107,7 +107,7 @@ public final class Trainer {
         } else if isLeader {
             try FileManager.default.createDirectory(atPath: out + "/checkpoints", withIntermediateDirectories: true)
             try writeAtomically(Data(config.yaml.utf8), to: out + "/config.yaml")
-            FileManager.default.createFile(atPath: out + "/metrics.jsonl", contents: Data())
+            _ = FileManager.default.createFile(atPath: out + "/metrics.jsonl", contents: Data())
         }
         try comm.barrier()
         let sampler = EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed)
