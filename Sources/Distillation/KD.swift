@@ -36,3 +36,33 @@ public final class FrozenTeacher {
 
     public func logits(_ x: Tensor) -> Tensor { withoutGradients { model(x) } }
 }
+
+/// `kd`: each local peer is a student of the frozen teacher.
+public final class KDMethod: DistillationMethod {
+    public let name = "kd"
+    public let teacher: FrozenTeacher
+    public let kd: HintonKD
+    public init(teacher: FrozenTeacher, kd: HintonKD) { self.teacher = teacher; self.kd = kd }
+    public var augmentsPerPeer: Bool { true }
+    public var teacherName: String? { "teacher" }
+    public var termNames: [String] { ["ce", "kl"] }
+
+    public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
+        guard let labels = input.labels else { throw MethodError("kd needs labels (its loss has a cross-entropy term)") }
+        var total: Tensor?, logits: [Tensor] = [], losses: [Float] = [], ce: Float = 0, kl: Float = 0
+        var teacherLogits: Tensor?
+        for (m, x) in zip(cohort.models, input.images) {
+            let z = m(x), t = teacher.logits(x)
+            let l = kd.loss(student: z, teacher: t, labels: labels)
+            total = total.map { $0 + l.total } ?? l.total
+            logits.append(z); losses.append(l.total.item); ce += l.hard; kl += l.soft
+            teacherLogits = teacherLogits ?? t
+        }
+        return StepResult(objective: total!, peerLogits: logits, peerLoss: losses, terms: ["ce": ce, "kl": kl],
+                          teacherLogits: teacherLogits)
+    }
+
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+        (cohort.logits(x), teacher.logits(x))
+    }
+}

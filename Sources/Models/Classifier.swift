@@ -15,6 +15,8 @@ public protocol Classifier: Module {
     var stemChannels: Int { get }
     var featureChannels: Int { get }
     var numClasses: Int { get }
+    /// Names of the child modules that make up the stem (their state-dict prefixes).
+    var stemModuleNames: [String] { get }
 }
 
 extension Classifier {
@@ -22,6 +24,10 @@ extension Classifier {
     public func callAsFunction(_ x: Tensor) -> Tensor { head(branch(stem(x))) }
     /// Final feature map for a batch.
     public func features(_ x: Tensor) -> Tensor { branch(stem(x)) }
+    /// Whether a state-dict name belongs to the stem.
+    public func isStem(_ name: String) -> Bool { stemModuleNames.contains { name.hasPrefix($0 + ".") } }
+    /// The stem's parameters and buffers.
+    public func stemState() -> [(String, Parameter)] { namedState().filter { isStem($0.0) } }
 }
 
 /// Errors a model lookup can raise.

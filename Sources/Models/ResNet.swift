@@ -70,6 +70,7 @@ public final class CIFARResNet: Classifier {
         [("conv1", conv1), ("bn1", bn1), ("layer1", layer1), ("layer2", layer2), ("layer3", layer3), ("fc", fc)]
     }
 
+    public var stemModuleNames: [String] { ["conv1", "bn1", "layer1", "layer2"] }
     public func stem(_ x: Tensor) -> Tensor { layer2(layer1(bn1.forward(conv1(x), relu: true))) }
     public func branch(_ h: Tensor) -> Tensor { layer3(h) }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }

@@ -79,6 +79,7 @@ public final class WideResNet: Classifier {
         [("conv1", conv1), ("block1", block1), ("block2", block2), ("block3", block3), ("bn1", bn1), ("fc", fc)]
     }
 
+    public var stemModuleNames: [String] { ["conv1", "block1", "block2"] }
     public func stem(_ x: Tensor) -> Tensor { block2(block1(conv1(x))) }
     public func branch(_ h: Tensor) -> Tensor { bn1.forward(block3(h), relu: true) }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }

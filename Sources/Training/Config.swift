@@ -29,11 +29,18 @@ public struct TrainConfig: Equatable {
     public var augmentation: Augmentation?
     /// Model name per peer (one entry for a single model).
     public var models = ["resnet20"]
-    /// Distillation method: `independent` (each peer alone) or `kd` (Hinton KD from a frozen teacher).
+    /// Distillation method, one of `TrainConfig.methods`.
     public var method = "independent"
-    /// kd: the teacher's model name and checkpoint (a safetensors file with matching names), temperature, α.
+    /// kd, ssld: the teacher's model name and checkpoint (a safetensors file with matching names).
     public var teacherModel: String?, teacherCheckpoint: String?
-    public var temperature: Float = 4, alpha: Float = 0.9
+    /// Softmax temperature of the KD terms (nil: the method's default — kd 4, dml 1, one/okddip/pcl/ffl 3);
+    /// kd's weight α of the soft term.
+    public var temperature: Float?, alpha: Float = 0.9
+    /// Online methods: epochs of the sigmoid ramp-up of the KD weight (0: full weight from the start).
+    public var rampUpEpochs = 80
+    /// ssld: a dataset whose images join every batch without their labels, its split, subset and images per batch.
+    public var unlabeledDataset: String?, unlabeledPath: String?, unlabeledSplit = "train"
+    public var unlabeledSubset = 0, unlabeledPerBatch = 0
     /// SGD: learning rate, momentum, weight decay, Nesterov.
     public var lr: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4, nesterov = true
     /// Schedule: "cosine" or "multistep" (with milestones and gamma), optional linear warm-up epochs.
@@ -47,6 +54,11 @@ public struct TrainConfig: Equatable {
 
     public init() {}
 
+    /// Every method `method.name` may give.
+    public static let methods = ["independent", "kd", "ssld", "dml", "one"]
+    /// Methods that learn from a frozen teacher checkpoint.
+    static let offline = ["kd", "ssld"]
+
     /// Every key a config file may hold, as dotted paths, with the expected type.
     public static let schema: [String: String] = [
         "dataset": "a mapping", "method": "a mapping", "optimizer": "a mapping", "schedule": "a mapping",
@@ -57,9 +69,12 @@ public struct TrainConfig: Equatable {
         "dataset.augmentation.crop_padding": "an integer ≥ 0", "dataset.augmentation.horizontal_flip": "true or false",
         "dataset.augmentation.cutout": "an integer ≥ 0",
         "model": "a model name", "models": "a list of model names",
-        "method.name": "independent or kd", "method.teacher_model": "a model name",
+        "method.name": "a method name", "method.teacher_model": "a model name",
         "method.teacher_checkpoint": "a .safetensors path", "method.temperature": "a number > 0",
-        "method.alpha": "a number in [0, 1]",
+        "method.alpha": "a number in [0, 1]", "method.rampup_epochs": "an integer ≥ 0",
+        "method.unlabeled_dataset": "a dataset name", "method.unlabeled_path": "a directory path",
+        "method.unlabeled_split": "train or test", "method.unlabeled_subset": "an integer ≥ 0",
+        "method.unlabeled_per_batch": "an integer ≥ 0",
         "optimizer.lr": "a positive number", "optimizer.momentum": "a number in [0, 1)",
         "optimizer.weight_decay": "a number ≥ 0", "optimizer.nesterov": "true or false",
         "schedule.name": "cosine or multistep", "schedule.milestones": "a list of epochs", "schedule.gamma": "a number",
@@ -132,13 +147,30 @@ public struct TrainConfig: Equatable {
             if let v = m["teacher_checkpoint"] { c.teacherCheckpoint = try r.string(v, "method.teacher_checkpoint") }
             if let v = m["temperature"] { c.temperature = try r.number(v, "method.temperature", min: 0, exclusive: true) }
             if let v = m["alpha"] { c.alpha = try r.number(v, "method.alpha", min: 0) }
+            if let v = m["rampup_epochs"] { c.rampUpEpochs = try r.int(v, "method.rampup_epochs", min: 0) }
+            if let v = m["unlabeled_dataset"] { c.unlabeledDataset = try r.string(v, "method.unlabeled_dataset") }
+            if let v = m["unlabeled_path"] { c.unlabeledPath = try r.string(v, "method.unlabeled_path") }
+            if let v = m["unlabeled_split"] {
+                c.unlabeledSplit = try r.string(v, "method.unlabeled_split")
+                guard ["train", "test"].contains(c.unlabeledSplit) else {
+                    throw ConfigError("\(source): method.unlabeled_split: expected train or test, got '\(c.unlabeledSplit)'")
+                }
+            }
+            if let v = m["unlabeled_subset"] { c.unlabeledSubset = try r.int(v, "method.unlabeled_subset", min: 0) }
+            if let v = m["unlabeled_per_batch"] { c.unlabeledPerBatch = try r.int(v, "method.unlabeled_per_batch", min: 0) }
         }
-        guard ["independent", "kd"].contains(c.method) else {
-            throw ConfigError("\(source): method.name: expected independent or kd, got '\(c.method)'")
+        guard methods.contains(c.method) else {
+            throw ConfigError("\(source): method.name: expected one of \(methods.joined(separator: ", ")), got '\(c.method)'")
         }
         if c.alpha > 1 { throw ConfigError("\(source): method.alpha: expected a number in [0, 1], got \(c.alpha)") }
-        if c.method == "kd" && (c.teacherModel == nil || c.teacherCheckpoint == nil) {
-            throw ConfigError("\(source): method kd needs method.teacher_model and method.teacher_checkpoint")
+        if offline.contains(c.method) && (c.teacherModel == nil || c.teacherCheckpoint == nil) {
+            throw ConfigError("\(source): method \(c.method) needs method.teacher_model and method.teacher_checkpoint")
+        }
+        if c.unlabeledDataset != nil && c.method != "ssld" {
+            throw ConfigError("\(source): method.unlabeled_dataset: only ssld trains on unlabeled images, the method is \(c.method)")
+        }
+        if c.unlabeledDataset != nil && c.unlabeledPerBatch == 0 {
+            throw ConfigError("\(source): method.unlabeled_per_batch: give how many unlabeled images join each batch (> 0)")
         }
         if let o = root["optimizer"] {
             let m = try r.mapping(o, "optimizer")
@@ -199,7 +231,15 @@ public struct TrainConfig: Equatable {
         lines += ["method:", "  name: \(method)"]
         if let t = teacherModel { lines.append("  teacher_model: \(t)") }
         if let t = teacherCheckpoint { lines.append("  teacher_checkpoint: \(t)") }
-        lines += ["  temperature: \(temperature)", "  alpha: \(alpha)", "optimizer:", "  lr: \(lr)", "  momentum: \(momentum)",
+        if let t = temperature { lines.append("  temperature: \(t)") }
+        lines += ["  alpha: \(alpha)", "  rampup_epochs: \(rampUpEpochs)"]
+        if let u = unlabeledDataset {
+            lines.append("  unlabeled_dataset: \(u)")
+            if let p = unlabeledPath { lines.append("  unlabeled_path: \(p)") }
+            lines += ["  unlabeled_split: \(unlabeledSplit)", "  unlabeled_subset: \(unlabeledSubset)",
+                      "  unlabeled_per_batch: \(unlabeledPerBatch)"]
+        }
+        lines += ["optimizer:", "  lr: \(lr)", "  momentum: \(momentum)",
                   "  weight_decay: \(weightDecay)", "  nesterov: \(nesterov)", "schedule:", "  name: \(schedule)",
                   "  milestones: [\(milestones.map(String.init).joined(separator: ", "))]", "  gamma: \(gamma)",
                   "  warmup_epochs: \(warmupEpochs)", "eval_every: \(evalEvery)", "checkpoint_every: \(checkpointEvery)"]

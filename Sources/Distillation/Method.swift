@@ -1,0 +1,181 @@
+// The contract between the trainer and a distillation method.
+//
+// One objective: a step's objective is the sum of every peer's loss. Each rank builds its share — the loss terms
+// of the peers it hosts, plus 1/R of every term that all ranks compute identically (an ensemble's CE, a fused
+// classifier's CE) — and runs backward on it. The differentiable collectives carry gradients between ranks, and
+// the trainer sums the gradients of replicated parameters (a shared stem, the method's own modules) across
+// ranks, so R ranks compute what one process hosting every peer computes.
+import Collectives
+import Foundation
+import Models
+
+/// The peers one rank hosts and how they are placed over the peer communicator.
+public final class Cohort {
+    public let placement: PeerPlacement
+    /// The peer communicator (as many ranks as the placement).
+    public let comm: Communicator
+    /// The local peers' models, in `placement.localPeers` order.
+    public let models: [Classifier]
+    /// Whether the peers share one stem. The stem that runs is `models[0]`'s; the trainer keeps it identical on
+    /// every rank and copies it into the other local models before they are saved.
+    public let sharesStem: Bool
+
+    public init(placement: PeerPlacement, comm: Communicator, models: [Classifier], sharesStem: Bool) {
+        precondition(models.count == placement.localPeers.count, "Cohort: \(models.count) models for \(placement.localPeers.count) local peers")
+        self.placement = placement; self.comm = comm; self.models = models; self.sharesStem = sharesStem
+    }
+
+    public var peers: Int { placement.peers }
+    /// The weight of a term every rank computes identically, so the ranks' shares add up to it once.
+    public var sharedScale: Float { 1 / Float(placement.ranks) }
+
+    /// Each local peer's final feature map, for one input per local peer (a shared stem runs once per
+    /// distinct input tensor).
+    public func features(_ inputs: [Tensor]) -> [Tensor] {
+        precondition(inputs.count == models.count, "Cohort.features: \(inputs.count) inputs for \(models.count) peers")
+        guard sharesStem else { return zip(models, inputs).map { $0.features($1) } }
+        var stems: [ObjectIdentifier: Tensor] = [:]
+        return zip(models, inputs).map { m, x in
+            let h = stems[ObjectIdentifier(x)] ?? models[0].stem(x)
+            stems[ObjectIdentifier(x)] = h
+            return m.branch(h)
+        }
+    }
+
+    /// Each local peer's logits for one shared input.
+    public func logits(_ x: Tensor) -> [Tensor] {
+        zip(models, features(Array(repeating: x, count: models.count))).map { $0.head($1) }
+    }
+
+    /// The shared stem's output for `x` and each local peer's final feature map from it.
+    public func sharedStemFeatures(_ x: Tensor) -> (stem: Tensor, features: [Tensor]) {
+        precondition(sharesStem, "Cohort.sharedStemFeatures: the peers do not share a stem")
+        let h = models[0].stem(x)
+        return (h, models.map { $0.branch(h) })
+    }
+
+    /// Every peer's tensor in peer order from the local ones, on the tape (gradients reach the hosts).
+    public func gather(_ local: [Tensor]) throws -> [Tensor] { try placement.gatherPeers(local, on: comm) }
+
+    /// Every peer's tensor in peer order, detached: for targets only.
+    public func gatherDetached(_ local: [Tensor]) throws -> [Tensor] {
+        try withoutGradients { try placement.gatherPeers(local.map { $0.detached() }, on: comm) }
+    }
+}
+
+/// One optimisation step's data, as the method sees it.
+public struct StepInput {
+    /// One batch per local peer. Methods whose peers see the same view get the same tensor for every peer.
+    public let images: [Tensor]
+    /// Labels, or nil for label-free batches.
+    public let labels: [Int]?
+    /// Whole epochs completed before this step (for ramp-up weights).
+    public let epoch: Int
+    /// Optimisation steps taken before this one.
+    public let step: Int
+
+    public init(images: [Tensor], labels: [Int]?, epoch: Int, step: Int) {
+        self.images = images; self.labels = labels; self.epoch = epoch; self.step = step
+    }
+}
+
+/// What a method returns for one step on one rank.
+public struct StepResult {
+    /// This rank's share of the cohort's objective.
+    public var objective: Tensor
+    /// The local peers' logits on their batches (for training accuracy).
+    public var peerLogits: [Tensor]
+    /// Each local peer's own loss (its terms, without shared ones).
+    public var peerLoss: [Float]
+    /// This rank's share of each named loss term; summed over ranks it is the cohort's term.
+    public var terms: [String: Float]
+    /// The teacher's logits on the first local peer's batch (nil when the method has none); the trainer counts
+    /// the teacher's training accuracy from rank 0's.
+    public var teacherLogits: Tensor?
+
+    public init(objective: Tensor, peerLogits: [Tensor], peerLoss: [Float], terms: [String: Float], teacherLogits: Tensor? = nil) {
+        self.objective = objective; self.peerLogits = peerLogits; self.peerLoss = peerLoss
+        self.terms = terms; self.teacherLogits = teacherLogits
+    }
+}
+
+/// A distillation method: how a cohort's loss is built from one batch, and what its teacher predicts.
+public protocol DistillationMethod: AnyObject {
+    /// The config name (`method.name`).
+    var name: String { get }
+    /// Modules the method owns, replicated on every rank (their gradients are summed across ranks).
+    var modules: [(String, Module)] { get }
+    /// Whether the peers share a stem.
+    var sharesStem: Bool { get }
+    /// Whether each peer gets its own random augmentation of the batch (otherwise all see peer 0's view).
+    var augmentsPerPeer: Bool { get }
+    /// The teacher reported in metrics ("ensemble", "fused", ...), or nil.
+    var teacherName: String? { get }
+    /// The names of the loss terms `step` reports, the same on every rank.
+    var termNames: [String] { get }
+    /// Builds this rank's share of the objective for a batch (training mode, on the tape).
+    func step(_ input: StepInput, cohort: Cohort) throws -> StepResult
+    /// Evaluation-mode logits of the local peers and of the teacher (identical on every rank) for a batch.
+    func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?)
+    /// Runs after each optimiser step (temporal means).
+    func afterStep(cohort: Cohort, step: Int)
+    /// Extra state of local peer k saved beside its weights (a mean teacher), or nil.
+    func peerExtraState(_ k: Int) -> Module?
+}
+
+extension DistillationMethod {
+    public var modules: [(String, Module)] { [] }
+    public var sharesStem: Bool { false }
+    public var augmentsPerPeer: Bool { false }
+    public var teacherName: String? { nil }
+    public func afterStep(cohort: Cohort, step: Int) {}
+    public func peerExtraState(_ k: Int) -> Module? { nil }
+}
+
+/// The sigmoid ramp-up of online KD weights, exp(−5·(1 − t/L)²) for whole epochs t < L, then 1 (L = 0: always 1).
+public func rampUpWeight(epoch: Int, length: Int) -> Float {
+    guard length > 0 else { return 1 }
+    let t = 1 - Float(min(epoch, length)) / Float(length)
+    return Foundation.exp(-5 * t * t)
+}
+
+/// The mean of the peers' logits.
+public func meanLogits(_ logits: [Tensor]) -> Tensor {
+    logits.dropFirst().reduce(logits[0]) { $0 + $1 } * (1 / Float(logits.count))
+}
+
+/// `independent`: each peer trains alone with cross-entropy; no teacher.
+public final class Independent: DistillationMethod {
+    public let name = "independent"
+    public let labelSmoothing: Float
+    public init(labelSmoothing: Float = 0) { self.labelSmoothing = labelSmoothing }
+    public var augmentsPerPeer: Bool { true }
+    public var termNames: [String] { ["ce"] }
+
+    public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
+        guard let labels = input.labels else { throw MethodError("independent training needs labels") }
+        let logits = zip(cohort.models, input.images).map { $0($1) }
+        let losses = logits.map { crossEntropy($0, labels: labels, labelSmoothing: labelSmoothing) }
+        let total = losses.dropFirst().reduce(losses[0], +)
+        let values = losses.map(\.item)
+        return StepResult(objective: total, peerLogits: logits, peerLoss: values, terms: ["ce": values.reduce(0, +)])
+    }
+
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+        (cohort.logits(x), nil)
+    }
+}
+
+/// A method that cannot run as configured.
+public struct MethodError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Named modules under one parent, so a method's modules save and load as one state dict.
+public final class ModuleGroup: Module {
+    public let children: [(String, Module)]
+    public var isTraining = true
+    public init(_ children: [(String, Module)]) { self.children = children }
+}

@@ -1,0 +1,88 @@
+import Datasets
+import Foundation
+import TestSupport
+import Training
+import XCTest
+
+/// Every online method computes the same numbers with one process hosting all peers and with one peer per rank:
+/// 5 steps from the same seed, each peer's parameter vector (every tensor of its checkpoint) within 1e-4
+/// relative, ‖a − b‖₂ / ‖a‖₂. The two differ only in summation order (about 1e-6 after one step); a
+/// per-tensor measure is not used because a batch-norm bias a few steps from its zero start is ~1e-3 in size, and
+/// one ReLU input that rounding moves across zero shifts it by more than 1e-4 of that. ONE's test runs at lr 0.02:
+/// its stem's batch-norm bias gradients are sums over three branches that largely cancel, so summation-order
+/// rounding (1e-6 after one step) grows about tenfold per step at lr 0.1 (4.7e-4 after five steps, 5.8e-5 at 0.02).
+final class OnlineMethodTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else {
+            throw XCTSkip("dataset-fashion-mnist is not installed")
+        }
+        guard FileManager.default.isExecutableFile(atPath: distillBinary) else { throw XCTSkip("binary not built") }
+        guard which("mpirun") != nil else { throw XCTSkip("mpirun not found") }
+        dir = NSTemporaryDirectory() + "distill-online-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) } }
+
+    /// Trains `config` for 5 steps of 32 images on `ranks` ranks; returns the checkpoint directory.
+    func train(_ config: String, models: [String], ranks: Int, extra: [String]) throws -> String {
+        let out = dir + "/\(config)-\(ranks)"
+        let args = ["train", packageRoot + "/configs/\(config).yaml", "--out", out, "--set", "epochs=1", "--set", "batch_size=32",
+                    "--set", "dataset.train_subset=160", "--set", "dataset.test_subset=64", "--set", "threads=1",
+                    "--set", "models=[\(models.joined(separator: ", "))]", "--set", "method.rampup_epochs=0"] + extra
+        let r = ranks == 1 ? runProcess(distillBinary, args, timeout: 300)
+                           : runProcess(packageRoot + "/launch/run", ["-np", "\(ranks)", "--"] + args, timeout: 300)
+        XCTAssertEqual(r.status, 0, r.output)
+        return out + "/checkpoints/epoch-1"
+    }
+
+    /// Asserts ‖a − b‖₂ ≤ rtol·‖a‖₂ over every tensor of two checkpoint files with the same names and shapes.
+    func compare(_ a: String, _ b: String, rtol: Double = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (x, _) = try SafeTensors.read(a), (y, _) = try SafeTensors.read(b)
+        XCTAssertEqual(x.map { $0.0 }, y.map { $0.0 }, "same tensor names", file: file, line: line)
+        var diff = 0.0, norm = 0.0, worst = (0.0, "")
+        for ((name, t), (_, u)) in zip(x, y) {
+            XCTAssertEqual(t.shape, u.shape, "'\(name)' shape", file: file, line: line)
+            var d = 0.0
+            for (p, q) in zip(t.values, u.values) { d += Double(p - q) * Double(p - q); norm += Double(p) * Double(p) }
+            diff += d
+            if d > worst.0 { worst = (d, name) }
+        }
+        let relative = (diff / max(norm, 1e-30)).squareRoot()
+        XCTAssertLessThanOrEqual(relative, rtol, "\(a) vs \(b): relative difference \(relative), largest in '\(worst.1)'", file: file, line: line)
+    }
+
+    func checkEquality(_ config: String, models: [String], ranks: Int, extra: [String] = []) throws -> (one: String, many: String) {
+        let one = try train(config, models: models, ranks: 1, extra: extra)
+        let many = try train(config, models: models, ranks: ranks, extra: extra)
+        for p in 0..<models.count { try compare(one + "/peer\(p).safetensors", many + "/peer\(p).safetensors") }
+        if FileManager.default.fileExists(atPath: one + "/method.safetensors") {
+            try compare(one + "/method.safetensors", many + "/method.safetensors")
+        }
+        let lines = try String(contentsOfFile: (many as NSString).deletingLastPathComponent + "/../metrics.jsonl", encoding: .utf8)
+        XCTAssertTrue(lines.contains("\"teacher_test_top1\""), "the teacher is evaluated: \(lines)")
+        return (one, many)
+    }
+
+    /// The stem tensors of every peer's file from an R-rank run: each rank wrote its own replica.
+    func checkStemReplicasAgree(_ dir: String, peers: Int) throws {
+        let files = try (0..<peers).map { try SafeTensors.read(dir + "/peer\($0).safetensors").tensors }
+        let stem = { (name: String) in ["conv1.", "bn1.", "layer1.", "layer2."].contains { name.hasPrefix($0) } }
+        for (name, t) in files[0] where stem(name) {
+            for p in 1..<peers {
+                XCTAssertEqual(files[p].first { $0.0 == name }?.1.values, t.values, "stem replica of peer \(p) differs in '\(name)'")
+            }
+        }
+    }
+
+    func testDMLOneRankAndTwoRanksAgree() throws {
+        _ = try checkEquality("dml", models: ["resnet8", "resnet14"], ranks: 2)
+    }
+
+    func testONEOneRankAndThreeRanksAgree() throws {
+        let (_, many) = try checkEquality("one", models: ["resnet8", "resnet8", "resnet8"], ranks: 3, extra: ["--set", "optimizer.lr=0.02"])
+        try checkStemReplicasAgree(many, peers: 3)
+    }
+}
