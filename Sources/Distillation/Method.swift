@@ -119,7 +119,9 @@ public protocol DistillationMethod: AnyObject {
     func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?)
     /// Runs after each optimiser step (temporal means).
     func afterStep(cohort: Cohort, step: Int)
-    /// Extra state of local peer k saved beside its weights (a mean teacher), or nil.
+    /// A trainable module of local peer k's own (its slice of FFL's fusion module), trained and saved with it.
+    func peerModule(_ k: Int) -> Module?
+    /// Untrained state of local peer k saved beside its weights (PCL's mean teacher), or nil.
     func peerExtraState(_ k: Int) -> Module?
 }
 
@@ -129,6 +131,7 @@ extension DistillationMethod {
     public var augmentsPerPeer: Bool { false }
     public var teacherName: String? { nil }
     public func afterStep(cohort: Cohort, step: Int) {}
+    public func peerModule(_ k: Int) -> Module? { nil }
     public func peerExtraState(_ k: Int) -> Module? { nil }
 }
 

@@ -123,7 +123,7 @@ public final class Trainer {
         }
         let models = try placement.localPeers.map(build)
         var g = Generator(seed: config.seed, stream: [0x6D65_7468])  // "meth": the method's modules
-        method = try makeMethod(config, peers: P, reference: models[0], classes: trainSet.classes, inChannels: trainSet.channels, generator: &g)
+        method = try makeMethod(config, peers: P, reference: models[0], localPeers: placement.localPeers, classes: trainSet.classes, inChannels: trainSet.channels, generator: &g)
         if method.sharesStem {
             // The stem starts as peer 0's on every rank; the other models' stems are never run.
             let names = Set(config.models)
@@ -146,6 +146,7 @@ public final class Trainer {
                     named.append(("peer\(p)." + name, param))
                 }
             }
+            if let m = method.peerModule(k) { named += m.namedParameters().map { ("peer\(p).module." + $0.0, $0.1) } }
         }
         shared += methodState.namedParameters().map { ("method." + $0.0, $0.1) }
         replicated = shared
@@ -187,6 +188,7 @@ public final class Trainer {
 
     func setTraining(_ on: Bool) {
         for m in models { on ? m.train() : m.eval() }
+        for k in models.indices { if let m = method.peerModule(k) { on ? m.train() : m.eval() } }
         on ? methodState.train() : methodState.eval()
     }
 
@@ -318,7 +320,8 @@ public final class Trainer {
     //   checkpoints/epoch-E/peerP.safetensors            weights and buffers (PyTorch state-dict names; a shared
     //                                                    stem is written into every peer's file)
     //   checkpoints/epoch-E/peerP.optimizer.safetensors  SGD momentum buffers under the parameter names
-    //   checkpoints/epoch-E/peerP.extra.safetensors      a method's per-peer state (PCL's mean teacher)
+    //   checkpoints/epoch-E/peerP.module.safetensors     a method's trainable per-peer module (FFL's fusion slice)
+    //   checkpoints/epoch-E/peerP.extra.safetensors      a method's untrained per-peer state (PCL's mean teacher)
     //   checkpoints/epoch-E/method.safetensors           the method's modules (gate, fusion, ...)
     //   checkpoints/epoch-E/shared.optimizer.safetensors momentum of replicated parameters ("stem.*", "method.*")
     //   checkpoints/state.json                           {"epoch": E, ...}: written last, the commit point
@@ -368,6 +371,9 @@ public final class Trainer {
                                               metadata: ["model": config.models[p], "epoch": "\(epoch)", "peer": "\(p)"])
                 try writeTensors(momentum(prefix: "peer\(p).", strip: true), metadata: ["epoch": "\(epoch)"],
                                  to: dir + "/peer\(p).optimizer.safetensors")
+                if let module = method.peerModule(k) {
+                    try module.saveSafeTensors(to: dir + "/peer\(p).module.safetensors", metadata: ["method": method.name, "epoch": "\(epoch)", "peer": "\(p)"])
+                }
                 if let extra = method.peerExtraState(k) {
                     try extra.saveSafeTensors(to: dir + "/peer\(p).extra.safetensors", metadata: ["epoch": "\(epoch)", "peer": "\(p)"])
                 }
@@ -421,6 +427,7 @@ public final class Trainer {
     public func loadWeights(from dir: String) throws {
         for (k, p) in placement.localPeers.enumerated() {
             try models[k].loadSafeTensors(from: dir + "/peer\(p).safetensors")
+            if let module = method.peerModule(k) { try module.loadSafeTensors(from: dir + "/peer\(p).module.safetensors") }
             if let extra = method.peerExtraState(k) { try extra.loadSafeTensors(from: dir + "/peer\(p).extra.safetensors") }
         }
         if !method.modules.isEmpty { try methodState.loadSafeTensors(from: dir + "/method.safetensors") }
