@@ -29,18 +29,34 @@ public final class Cohort {
     /// The weight of a term every rank computes identically, so the ranks' shares add up to it once.
     public var sharedScale: Float { 1 / Float(placement.ranks) }
 
-    /// Each local peer's final feature map, for one input per local peer (a shared stem runs once per
-    /// distinct input tensor).
+    /// Each local peer's final feature map, for one input per local peer. A shared stem runs once per distinct
+    /// input tensor; when it sees several (each peer its own view), its batch-norm running statistics become the
+    /// mean of the updates each view makes from the same starting point, so the result does not depend on how
+    /// many peers one rank hosts (the trainer averages them across ranks too).
     public func features(_ inputs: [Tensor]) -> [Tensor] {
         precondition(inputs.count == models.count, "Cohort.features: \(inputs.count) inputs for \(models.count) peers")
         guard sharesStem else { return zip(models, inputs).map { $0.features($1) } }
+        var distinct: [ObjectIdentifier] = []
+        for x in inputs where !distinct.contains(ObjectIdentifier(x)) { distinct.append(ObjectIdentifier(x)) }
+        let buffers = stemBuffers
+        let start = distinct.count > 1 ? buffers.map { $0.copy() } : []
+        let sums = distinct.count > 1 ? buffers.map { Tensor(zeros: $0.shape) } : []
         var stems: [ObjectIdentifier: Tensor] = [:]
-        return zip(models, inputs).map { m, x in
-            let h = stems[ObjectIdentifier(x)] ?? models[0].stem(x)
+        let out = zip(models, inputs).map { m, x -> Tensor in
+            if let h = stems[ObjectIdentifier(x)] { return m.branch(h) }
+            for (b, s) in zip(buffers, start) { b.data.update(from: s.data, count: b.count) }
+            let h = models[0].stem(x)
+            for (sum, b) in zip(sums, buffers) { for i in 0..<b.count { sum.data[i] += b.data[i] } }
             stems[ObjectIdentifier(x)] = h
             return m.branch(h)
         }
+        let scale = 1 / Float(distinct.count)
+        for (b, sum) in zip(buffers, sums) { for i in 0..<b.count { b.data[i] = sum.data[i] * scale } }
+        return out
     }
+
+    /// The shared stem's buffers (batch-norm running statistics).
+    public var stemBuffers: [Tensor] { models[0].stemState().filter { !$0.1.isTrainable }.map { $0.1.value } }
 
     /// Each local peer's logits for one shared input.
     public func logits(_ x: Tensor) -> [Tensor] {
@@ -117,7 +133,9 @@ public protocol DistillationMethod: AnyObject {
     func step(_ input: StepInput, cohort: Cohort) throws -> StepResult
     /// Evaluation-mode logits of the local peers and of the teacher (identical on every rank) for a batch.
     func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?)
-    /// Runs after each optimiser step (temporal means).
+    /// Runs once the cohort is in place (a shared stem set), before training or restoring.
+    func start(cohort: Cohort)
+    /// Runs after each optimiser step (temporal means); `step` counts the steps taken.
     func afterStep(cohort: Cohort, step: Int)
     /// A trainable module of local peer k's own (its slice of FFL's fusion module), trained and saved with it.
     func peerModule(_ k: Int) -> Module?
@@ -130,6 +148,7 @@ extension DistillationMethod {
     public var sharesStem: Bool { false }
     public var augmentsPerPeer: Bool { false }
     public var teacherName: String? { nil }
+    public func start(cohort: Cohort) {}
     public func afterStep(cohort: Cohort, step: Int) {}
     public func peerModule(_ k: Int) -> Module? { nil }
     public func peerExtraState(_ k: Int) -> Module? { nil }

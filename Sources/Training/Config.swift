@@ -55,7 +55,7 @@ public struct TrainConfig: Equatable {
     public init() {}
 
     /// Every method `method.name` may give.
-    public static let methods = ["independent", "kd", "ssld", "dml", "one", "okddip", "ffl"]
+    public static let methods = ["independent", "kd", "ssld", "dml", "one", "okddip", "pcl", "ffl"]
     /// Methods that learn from a frozen teacher checkpoint.
     static let offline = ["kd", "ssld"]
 

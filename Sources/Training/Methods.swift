@@ -31,6 +31,13 @@ func makeMethod(_ c: TrainConfig, peers: Int, reference: Classifier, localPeers:
                    rampUpEpochs: c.rampUpEpochs, generator: &g)
     case "okddip":
         return OKDDip(featureChannels: reference.featureChannels, temperature: c.temperature ?? 3, rampUpEpochs: c.rampUpEpochs, generator: &g)
+    case "pcl":
+        let teachers = try localPeers.map { p -> Classifier in
+            var mg = Generator(seed: 0)
+            return try ModelZoo.make(c.models[p], classes: classes, inChannels: inChannels, generator: &mg)
+        }
+        return PCL(peers: peers, featureChannels: reference.featureChannels, classes: classes, meanTeachers: teachers,
+                   temperature: c.temperature ?? 3, rampUpEpochs: c.rampUpEpochs, generator: &g)
     case "ffl":
         var channels: [Int] = []
         for name in c.models {

@@ -136,6 +136,7 @@ public final class Trainer {
             }
         }
         cohort = Cohort(placement: placement, comm: peerComm, models: models, sharesStem: method.sharesStem)
+        method.start(cohort: cohort)
         methodState = ModuleGroup(method.modules)
         var named: [(String, Parameter)] = [], shared: [(String, Parameter)] = []
         for (k, p) in placement.localPeers.enumerated() {
@@ -188,7 +189,10 @@ public final class Trainer {
 
     func setTraining(_ on: Bool) {
         for m in models { on ? m.train() : m.eval() }
-        for k in models.indices { if let m = method.peerModule(k) { on ? m.train() : m.eval() } }
+        for k in models.indices {
+            if let m = method.peerModule(k) { on ? m.train() : m.eval() }
+            if let m = method.peerExtraState(k) { on ? m.train() : m.eval() }
+        }
         on ? methodState.train() : methodState.eval()
     }
 
@@ -257,6 +261,13 @@ public final class Trainer {
                 result.objective.backward()
                 try synchronizeGradients()
                 optimizer.step()
+                if method.sharesStem && method.augmentsPerPeer && peerComm.size > 1 {
+                    // Each rank's stem saw its own peers' views: keep the mean of their statistics everywhere.
+                    for b in cohort.stemBuffers {
+                        try peerComm.allReduce(b.data, count: b.count, op: .sum)
+                        for i in 0..<b.count { b.data[i] /= Float(peerComm.size) }
+                    }
+                }
                 method.afterStep(cohort: cohort, step: globalStep + 1)
                 func hits(_ logits: Tensor) -> Int {
                     zip(logits.argmaxLastAxis().prefix(labels.count), labels).filter { $0 == $1 }.count

@@ -93,6 +93,13 @@ final class OnlineMethodTests: XCTestCase {
         try checkStemReplicasAgree(many, peers: 4)
     }
 
+    /// Each peer its own augmentation through a shared stem; mean teachers live with their peers.
+    func testPCLOneRankAndThreeRanksAgree() throws {
+        let (one, many) = try checkEquality("pcl", models: ["resnet8", "resnet8", "resnet8"], ranks: 3, extra: ["--set", "optimizer.lr=0.003"])
+        try checkStemReplicasAgree(many, peers: 3)
+        for p in 0..<3 { try compare(one + "/peer\(p).extra.safetensors", many + "/peer\(p).extra.safetensors") }
+    }
+
     /// Different architectures, one per rank: the fusion module's slices live with their peers. (The deeper
     /// resnet20 / resnet32 / wrn16_2 cohort is as sensitive to a 1e-6 change of the loss as to placement — 1.8e-4
     /// after 5 steps even at lr 0.001 — so equality is checked on shallower different architectures, and the

@@ -1,0 +1,104 @@
+// Wu & Gong, AAAI 2021, "Peer Collaborative Learning for Online Knowledge Distillation" (PCL).
+//
+// P peers are branches on a shared stem, and each peer sees its own random augmentation of the batch.
+//   • Peer ensemble teacher: a classifier over the concatenated pooled features of all peers,
+//     z_e = W_e [f_1; …; f_P] + b_e, trained with CE (its gradient reaches the peers' features).
+//   • Peer mean teachers: for each peer, a temporal mean of that peer's network (stem and branch),
+//     θ'_j ← α·θ'_j + (1 − α)·θ_j after every step, α = min(1 − 1/(s + 1), 0.999) at step s; it runs in training
+//     mode on peer j's view, and its logits z'_j are targets.
+//   L = CE(y, z_e) + Σ_i [ CE(y, z_i) + w(t)·T²·KL(p_e ‖ p_i) + w(t)·mean_{j≠i} T²·KL(p'_j ‖ p_i) ],  T = 3,
+// targets detached, w(t) the sigmoid ramp-up (over 80 epochs in the paper's recipe). There is no official
+// code; this follows the reproduction shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation
+// (`src/controller.py`, `src/losses/loss_wrapper.py`), with its ramp-up length bug fixed. Inference uses the mean
+// teachers: a peer's test accuracy is its mean teacher's; the teacher reported is the peer ensemble.
+// Distributed: pooled features through the differentiable allgather (CE(z_e), weighted 1/R on each rank, trains
+// every peer); each mean teacher lives on its peer's rank and its logits are exchanged detached.
+import Models
+
+public final class PCL: DistillationMethod {
+    public let name = "pcl"
+    public let temperature: Float, rampUpEpochs: Int, maxDecay: Float
+    let ensembleFC: Linear
+    /// The local peers' mean teachers.
+    let meanTeachers: [Classifier]
+
+    public init(peers: Int, featureChannels: Int, classes: Int, meanTeachers: [Classifier], temperature: Float = 3,
+                rampUpEpochs: Int = 80, maxDecay: Float = 0.999, generator g: inout Generator) {
+        self.temperature = temperature; self.rampUpEpochs = rampUpEpochs; self.maxDecay = maxDecay
+        ensembleFC = Linear(peers * featureChannels, classes, generator: &g)
+        self.meanTeachers = meanTeachers
+        for m in meanTeachers { for (_, p) in m.namedParameters() { p.value.requiresGrad = false } }
+    }
+
+    public var modules: [(String, Module)] { [("ensemble_fc", ensembleFC)] }
+    public var sharesStem: Bool { true }
+    public var augmentsPerPeer: Bool { true }
+    public var teacherName: String? { "peer ensemble" }
+    public var termNames: [String] { ["ce", "ce_ensemble", "kl_ensemble", "kl_mean_teachers"] }
+    public func peerExtraState(_ k: Int) -> Module? { meanTeachers[k] }
+
+    /// Peer k's parameters as the cohort trains them (a shared stem's from the model that runs it).
+    func sources(_ k: Int, cohort: Cohort) -> [(String, Parameter)] {
+        let stem = Dictionary(uniqueKeysWithValues: cohort.models[0].stemState())
+        return cohort.models[k].namedParameters().map { name, p in (name, cohort.models[k].isStem(name) ? stem[name]! : p) }
+    }
+
+    /// The mean teachers start as copies of their peers (weights and buffers).
+    public func start(cohort: Cohort) {
+        let stem = Dictionary(uniqueKeysWithValues: cohort.models[0].stemState())
+        for (k, m) in cohort.models.enumerated() {
+            for ((name, src), (_, dst)) in zip(m.namedState(), meanTeachers[k].namedState()) {
+                let s = m.isStem(name) ? stem[name]! : src
+                dst.value.data.update(from: s.value.data, count: s.value.count)
+            }
+        }
+    }
+
+    public func afterStep(cohort: Cohort, step: Int) {
+        let decay = min(1 - 1 / Float(step), maxDecay)  // step counts the steps taken: s + 1
+        for k in cohort.models.indices {
+            for ((_, src), (_, dst)) in zip(sources(k, cohort: cohort), meanTeachers[k].namedParameters()) {
+                let n = src.value.count, a = src.value.data, b = dst.value.data
+                for i in 0..<n { b[i] = decay * b[i] + (1 - decay) * a[i] }
+            }
+        }
+    }
+
+    public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
+        guard let labels = input.labels else { throw MethodError("pcl needs labels") }
+        let P = cohort.peers
+        guard P >= 2 else { throw MethodError("pcl needs at least 2 peers, got \(P)") }
+        let features = cohort.features(input.images)
+        let logits = zip(cohort.models, features).map { $0.head($1) }
+        let pooled = try cohort.gather(features.map { globalAvgPool($0) })
+        let ze = ensembleFC(concat(pooled, axis: 1))
+        let target = ze.detached()
+        let means = try cohort.gatherDetached(withoutGradients { zip(meanTeachers, input.images).map { $0($1) } })
+        let w = rampUpWeight(epoch: input.epoch, length: rampUpEpochs)
+        let ceE = crossEntropy(ze, labels: labels)
+        var total = ceE * cohort.sharedScale
+        var losses: [Float] = [], ce: Float = 0, klE: Float = 0, klM: Float = 0
+        for (k, p) in cohort.placement.localPeers.enumerated() {
+            let c = crossEntropy(logits[k], labels: labels)
+            let e = klDivergence(student: logits[k], teacher: target, temperature: temperature)
+            var m: Tensor?
+            for j in 0..<P where j != p {
+                let d = klDivergence(student: logits[k], teacher: means[j], temperature: temperature)
+                m = m.map { $0 + d } ?? d
+            }
+            let mean = m! * (1 / Float(P - 1))
+            let loss = c + (e + mean) * w
+            total = total + loss
+            ce += c.item; klE += e.item; klM += mean.item; losses.append(loss.item)
+        }
+        return StepResult(objective: total, peerLogits: logits, peerLoss: losses,
+                          terms: ["ce": ce, "ce_ensemble": ceE.item * cohort.sharedScale, "kl_ensemble": klE, "kl_mean_teachers": klM],
+                          teacherLogits: target)
+    }
+
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+        let features = cohort.features(Array(repeating: x, count: cohort.models.count))
+        let pooled = try cohort.gatherDetached(features.map { globalAvgPool($0) })
+        return (meanTeachers.map { $0(x) }, ensembleFC(concat(pooled, axis: 1)))
+    }
+}
