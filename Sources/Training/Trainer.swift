@@ -250,25 +250,7 @@ public final class Trainer {
                 let lr = schedule.lr(epoch: Double(epoch) + Double(step) / Double(steps))
                 metrics.lr = lr
                 let labels = batch.labels!
-                var views = batch.images
-                if let extra = unlabeledImages(globalStep: globalStep, peers: viewPeers) {
-                    views = zip(views, extra).map { concat([$0, $1], axis: 0) }
-                }
-                let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: models.count)
-                optimizer.lr = lr
-                optimizer.zeroGrad()
-                let result = try method.step(StepInput(images: images, labels: labels, epoch: epoch, step: globalStep), cohort: cohort)
-                result.objective.backward()
-                try synchronizeGradients()
-                optimizer.step()
-                if method.sharesStem && method.augmentsPerPeer && peerComm.size > 1 {
-                    // Each rank's stem saw its own peers' views: keep the mean of their statistics everywhere.
-                    for b in cohort.stemBuffers {
-                        try peerComm.allReduce(b.data, count: b.count, op: .sum)
-                        for i in 0..<b.count { b.data[i] /= Float(peerComm.size) }
-                    }
-                }
-                method.afterStep(cohort: cohort, step: globalStep + 1)
+                let result = try trainStep(batch, epoch: epoch, globalStep: globalStep, lr: lr, viewPeers: viewPeers)
                 func hits(_ logits: Tensor) -> Int {
                     zip(logits.argmaxLastAxis().prefix(labels.count), labels).filter { $0 == $1 }.count
                 }
@@ -318,6 +300,57 @@ public final class Trainer {
             history.append(metrics)
         }
         return history
+    }
+
+    /// One optimisation step on a batch: the method's objective, backward, gradient synchronisation, the update.
+    func trainStep(_ batch: Batch, epoch: Int, globalStep: Int, lr: Float, viewPeers: [Int]) throws -> StepResult {
+        var views = batch.images
+        if let extra = unlabeledImages(globalStep: globalStep, peers: viewPeers) {
+            views = zip(views, extra).map { concat([$0, $1], axis: 0) }
+        }
+        let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: models.count)
+        optimizer.lr = lr
+        optimizer.zeroGrad()
+        let result = try method.step(StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep), cohort: cohort)
+        result.objective.backward()
+        try synchronizeGradients()
+        optimizer.step()
+        if method.sharesStem && method.augmentsPerPeer && peerComm.size > 1 {
+            // Each rank's stem saw its own peers' views: keep the mean of their statistics everywhere.
+            for b in cohort.stemBuffers {
+                try peerComm.allReduce(b.data, count: b.count, op: .sum)
+                for i in 0..<b.count { b.data[i] /= Float(peerComm.size) }
+            }
+        }
+        method.afterStep(cohort: cohort, step: globalStep + 1)
+        return result
+    }
+
+    /// Step timings for `distill bench step`: runs `warmup` then `steps` training steps (no files written).
+    public func benchmarkSteps(warmup: Int, steps: Int) throws -> (stepSeconds: [Double], communicationSeconds: Double, imagesPerStep: Int) {
+        let sampler = EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed)
+        let viewPeers = method.augmentsPerPeer ? placement.localPeers : [0]
+        setTraining(true)
+        var times: [Double] = [], comm = 0.0, epoch = 0, global = 0
+        while times.count < steps {
+            let loader = BatchLoader(data: train, sampler: sampler, epoch: epoch, augmentation: augmentation,
+                                     peers: viewPeers, replica: replica, replicas: replicas)
+            for batch in loader {
+                try world.barrier()
+                let c0 = world.communicationSeconds, t0 = Date()
+                _ = try trainStep(batch, epoch: epoch, globalStep: global, lr: config.lr, viewPeers: viewPeers)
+                let c1 = world.communicationSeconds
+                try world.barrier()
+                if global >= warmup {
+                    times.append(Date().timeIntervalSince(t0))
+                    comm += c1 - c0
+                }
+                global += 1
+                if times.count == steps { break }
+            }
+            epoch += 1
+        }
+        return (times, comm, sampler.batchSize)
     }
 
     /// "test top-1 peer 0 (resnet20) 91.20%, …, gated ensemble 92.10%".

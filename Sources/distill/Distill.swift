@@ -54,6 +54,6 @@ struct Demo: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prints performance figures (benchmarks report; they never assert).",
-        subcommands: [BenchEngine.self, BenchConv.self, BenchData.self, BenchComm.self])
+        subcommands: [BenchEngine.self, BenchConv.self, BenchData.self, BenchComm.self, BenchStep.self])
 }
 
