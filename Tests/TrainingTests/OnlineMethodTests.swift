@@ -137,3 +137,32 @@ final class DataParallelTests: XCTestCase {
         XCTAssertTrue(bad.output.contains("data-parallel training is available for independent, kd and ssld"), bad.output)
     }
 }
+
+/// `distill bench step` and `distill eval` on a short dml run over 2 ranks.
+final class BenchAndEvalCommandTests: XCTestCase {
+    func testBenchStepAndEvalOnTwoRanks() throws {
+        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else { throw XCTSkip("dataset-fashion-mnist is not installed") }
+        guard which("mpirun") != nil, FileManager.default.isExecutableFile(atPath: distillBinary) else { throw XCTSkip("mpirun or binary missing") }
+        let run = packageRoot + "/launch/run", config = packageRoot + "/configs/dml.yaml"
+        let small = ["--set", "models=[resnet8, resnet8]", "--set", "dataset.train_subset=256", "--set", "dataset.test_subset=100",
+                     "--set", "batch_size=32", "--set", "threads=1"]
+        let bench = runProcess(run, ["-np", "2", "--", "bench", "step", "--config", config, "--steps", "2", "--warmup", "1", "--json"] + small, timeout: 300)
+        XCTAssertEqual(bench.status, 0, bench.output)
+        for key in ["\"step_ms_mean\"", "\"images_per_second\"", "\"communication_share\"", "\"peak_rss_mib\"", "\"ranks\": 2"] {
+            XCTAssertTrue(bench.output.contains(key), "\(key) in \(bench.output)")
+        }
+        let out = NSTemporaryDirectory() + "distill-eval-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let train = runProcess(run, ["-np", "2", "--", "train", config, "--out", out, "--set", "epochs=1"] + small, timeout: 300)
+        XCTAssertEqual(train.status, 0, train.output)
+        let eval = runProcess(distillBinary, ["eval", "--config", out + "/config.yaml", "--checkpoint", out, "--json"], timeout: 300)
+        XCTAssertEqual(eval.status, 0, eval.output)
+        // The checkpoint's accuracy is the one the run measured after its last epoch.
+        let metrics = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8)
+        let measured = metrics.components(separatedBy: "\"test_top1\": [")[1].components(separatedBy: "]")[0]
+        XCTAssertTrue(eval.output.contains("\"test_top1\": [\(measured)]"), "eval \(eval.output) vs run \(measured)")
+        XCTAssertTrue(eval.output.contains("\"teacher\": \"ensemble\""), eval.output)
+        let missing = runProcess(distillBinary, ["eval", "--config", config, "--checkpoint", out + "/nowhere"], timeout: 60)
+        XCTAssertEqual(missing.status, 2, missing.output)
+    }
+}
