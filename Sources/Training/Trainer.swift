@@ -14,7 +14,7 @@ public struct EpochMetrics {
     public var loss: [Float] = []
     /// Mean of each loss term of the cohort's objective over the epoch's steps.
     public var terms: [(String, Float)] = []
-    public var trainTop1: [Float] = []
+    public var trainTop1: [Float] = [], trainTop5: [Float] = []
     /// Test accuracy of each peer (nil when not evaluated this epoch).
     public var testTop1: [Float]?, testTop5: [Float]?
     /// The method's teacher: its name and training / test accuracy.
@@ -29,6 +29,7 @@ public struct EpochMetrics {
         var parts = ["\"epoch\": \(epoch)", "\"lr\": \(num(lr))", "\"loss\": \(list(loss))"]
         parts.append("\"terms\": {" + terms.map { "\"\($0.0)\": \(num($0.1))" }.joined(separator: ", ") + "}")
         parts.append("\"train_top1\": \(list(trainTop1))")
+        parts.append("\"train_top5\": \(list(trainTop5))")
         if let t = testTop1 { parts.append("\"test_top1\": \(list(t))") }
         if let t = testTop5 { parts.append("\"test_top5\": \(list(t))") }
         if let name = teacher {
@@ -41,6 +42,21 @@ public struct EpochMetrics {
         parts.append(String(format: "\"communication_seconds\": %.3f", communicationSeconds))
         return "{" + parts.joined(separator: ", ") + "}"
     }
+}
+
+/// How many of the first `labels.count` rows rank their label first, and within the first five (ties count for
+/// the label). Rows past the labels (unlabeled images mixed into a batch) are not counted.
+func topCounts(_ logits: Tensor, _ labels: [Int]) -> (top1: Double, top5: Double) {
+    let c = logits.shape[1]
+    var a = 0.0, b = 0.0
+    for (r, label) in labels.enumerated() {
+        let row = logits.data + r * c
+        var higher = 0
+        for j in 0..<c where row[j] > row[label] { higher += 1 }
+        if higher == 0 { a += 1 }
+        if higher < 5 { b += 1 }
+    }
+    return (a, b)
 }
 
 /// Test accuracy of every peer and of the teacher.
@@ -236,7 +252,7 @@ public final class Trainer {
             var metrics = EpochMetrics()
             metrics.epoch = epoch + 1
             metrics.teacher = method.teacherName
-            var lossSum = [Double](repeating: 0, count: models.count), correct = lossSum
+            var lossSum = [Double](repeating: 0, count: models.count), correct = lossSum, correct5 = lossSum
             var termSums = [Double](repeating: 0, count: termNames.count)
             var teacherCorrect = 0.0
             var seen = 0
@@ -251,15 +267,13 @@ public final class Trainer {
                 metrics.lr = lr
                 let labels = batch.labels!
                 let result = try trainStep(batch, epoch: epoch, globalStep: globalStep, lr: lr, viewPeers: viewPeers)
-                func hits(_ logits: Tensor) -> Int {
-                    zip(logits.argmaxLastAxis().prefix(labels.count), labels).filter { $0 == $1 }.count
-                }
                 for k in 0..<models.count {
                     lossSum[k] += Double(result.peerLoss[k]) * Double(labels.count)
-                    correct[k] += Double(hits(result.peerLogits[k]))
+                    let (a, b) = topCounts(result.peerLogits[k], labels)
+                    correct[k] += a; correct5[k] += b
                 }
                 for (i, name) in termNames.enumerated() { termSums[i] += Double(result.terms[name] ?? 0) }
-                if placement.rank == 0, let t = result.teacherLogits { teacherCorrect += Double(hits(t)) }
+                if placement.rank == 0, let t = result.teacherLogits { teacherCorrect += topCounts(t, labels).top1 }
                 seen += labels.count
                 if isLeader && (interactive || (step + 1) % max(1, steps / 5) == 0 || step + 1 == steps) {
                     let elapsed = Date().timeIntervalSince(start)
@@ -274,6 +288,7 @@ public final class Trainer {
             metrics.imagesPerSecond = Double(seen * replicas) / Date().timeIntervalSince(start)
             metrics.loss = try gatherPeerValues(lossSum.map { $0 / total }).map(Float.init)
             metrics.trainTop1 = try gatherPeerValues(correct.map { $0 / total }).map(Float.init)
+            metrics.trainTop5 = try gatherPeerValues(correct5.map { $0 / total }).map(Float.init)
             let sums = try sumOverRanks(termSums.map { $0 / Double(max(steps * replicas, 1)) } + [teacherCorrect / total])
             metrics.terms = zip(termNames, sums).map { ($0, Float($1)) }
             if method.teacherName != nil { metrics.teacherTrainTop1 = Float(sums.last!) }
@@ -507,17 +522,6 @@ public final class Trainer {
         let sampler = EpochSampler(count: test.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
         var top1 = [Double](repeating: 0, count: models.count), top5 = top1
         var teacher = [0.0, 0.0]
-        func count(_ logits: Tensor, _ labels: [Int]) -> (Double, Double) {
-            let c = logits.shape[1]
-            var a = 0.0, b = 0.0
-            for (r, label) in labels.enumerated() {
-                let row = logits.data + r * c
-                let higher = (0..<c).filter { row[$0] > row[label] }.count
-                if higher == 0 { a += 1 }
-                if higher < 5 { b += 1 }
-            }
-            return (a, b)
-        }
         setTraining(false)
         try withoutGradients {
             for batch in BatchLoader(data: test, sampler: sampler, epoch: 0, augmentation: .none, peers: [0],
@@ -526,11 +530,11 @@ public final class Trainer {
                 if labels.isEmpty { continue }  // a replica's empty share of a small last batch (data-parallel only)
                 let (peers, t) = try method.evaluate(batch.images[0], cohort: cohort)
                 for (k, logits) in peers.enumerated() {
-                    let (a, b) = count(logits, labels)
+                    let (a, b) = topCounts(logits, labels)
                     top1[k] += a; top5[k] += b
                 }
                 if let t, placement.rank == 0 {
-                    let (a, b) = count(t, labels)
+                    let (a, b) = topCounts(t, labels)
                     teacher[0] += a; teacher[1] += b
                 }
             }

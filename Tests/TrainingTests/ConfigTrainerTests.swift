@@ -96,7 +96,7 @@ final class TrainerTests: XCTestCase {
                           "peers start from their own (seed, peer) initialisation")
         let lines = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 2)
-        for key in ["\"epoch\": 2", "\"lr\"", "\"loss\"", "\"train_top1\"", "\"test_top1\"", "\"test_top5\"", "\"images_per_second\"",
+        for key in ["\"epoch\": 2", "\"lr\"", "\"loss\"", "\"terms\": {\"ce\"", "\"train_top1\"", "\"train_top5\"", "\"test_top1\"", "\"test_top5\"", "\"images_per_second\"",
                     "\"communication_seconds\""] {
             XCTAssertTrue(lines[1].contains(key), "\(key) in \(lines[1])")
         }
