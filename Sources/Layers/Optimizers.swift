@@ -69,14 +69,16 @@ public struct MultiStepLR: LRSchedule {
 }
 
 /// lr = min + (base − min)·(1 + cos(π·epoch/total))/2, as CosineAnnealingLR stepped once per epoch.
+/// With `perStep`, the cosine follows the fractional epoch (CosineAnnealingLR stepped every iteration over
+/// epochs × steps), reaching `minLR` at the end of training rather than holding the last epoch's value.
 public struct CosineLR: LRSchedule {
-    public let base: Float, totalEpochs: Int, minLR: Float
-    public init(base: Float, totalEpochs: Int, minLR: Float = 0) {
+    public let base: Float, totalEpochs: Int, minLR: Float, perStep: Bool
+    public init(base: Float, totalEpochs: Int, minLR: Float = 0, perStep: Bool = false) {
         precondition(totalEpochs > 0, "CosineLR: totalEpochs must be positive")
-        self.base = base; self.totalEpochs = totalEpochs; self.minLR = minLR
+        self.base = base; self.totalEpochs = totalEpochs; self.minLR = minLR; self.perStep = perStep
     }
     public func lr(epoch: Double) -> Float {
-        let e = min(epoch.rounded(.down), Double(totalEpochs))
+        let e = min(perStep ? epoch : epoch.rounded(.down), Double(totalEpochs))
         return minLR + (base - minLR) * Float((1 + cos(Double.pi * e / Double(totalEpochs))) / 2)
     }
 }

@@ -45,6 +45,8 @@ public struct TrainConfig: Equatable {
     public var lr: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4, nesterov = true
     /// Schedule: "cosine" or "multistep" (with milestones and gamma), optional linear warm-up epochs.
     public var schedule = "cosine", milestones: [Int] = [], gamma: Float = 0.1, warmupEpochs = 0.0
+    /// cosine: follow every step (reaching zero at the end) instead of holding each epoch's value.
+    public var schedulePerStep = false
     /// Evaluate on the test split every N epochs (and after the last).
     public var evalEvery = 1
     /// Write a checkpoint every N epochs (and after the last).
@@ -78,7 +80,7 @@ public struct TrainConfig: Equatable {
         "optimizer.lr": "a positive number", "optimizer.momentum": "a number in [0, 1)",
         "optimizer.weight_decay": "a number ≥ 0", "optimizer.nesterov": "true or false",
         "schedule.name": "cosine or multistep", "schedule.milestones": "a list of epochs", "schedule.gamma": "a number",
-        "schedule.warmup_epochs": "a number ≥ 0",
+        "schedule.warmup_epochs": "a number ≥ 0", "schedule.per_step": "true or false",
         "eval_every": "a positive integer", "checkpoint_every": "a positive integer",
     ]
 
@@ -193,6 +195,7 @@ public struct TrainConfig: Equatable {
             }
             if let v = m["gamma"] { c.gamma = try r.number(v, "schedule.gamma", min: 0) }
             if let v = m["warmup_epochs"] { c.warmupEpochs = Double(try r.number(v, "schedule.warmup_epochs", min: 0)) }
+            if let v = m["per_step"] { c.schedulePerStep = try r.bool(v, "schedule.per_step") }
         }
         if c.momentum >= 1 { throw ConfigError("\(source): optimizer.momentum: expected a number in [0, 1), got \(c.momentum)") }
         return c
@@ -242,7 +245,7 @@ public struct TrainConfig: Equatable {
         lines += ["optimizer:", "  lr: \(lr)", "  momentum: \(momentum)",
                   "  weight_decay: \(weightDecay)", "  nesterov: \(nesterov)", "schedule:", "  name: \(schedule)",
                   "  milestones: [\(milestones.map(String.init).joined(separator: ", "))]", "  gamma: \(gamma)",
-                  "  warmup_epochs: \(warmupEpochs)", "eval_every: \(evalEvery)", "checkpoint_every: \(checkpointEvery)"]
+                  "  warmup_epochs: \(warmupEpochs)", "  per_step: \(schedulePerStep)", "eval_every: \(evalEvery)", "checkpoint_every: \(checkpointEvery)"]
         if let t = threads { lines.append("threads: \(t)") }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -128,7 +128,7 @@ public final class Trainer {
         }
         augmentation = config.augmentation ?? .standard(for: config.dataset)
         let base: LRSchedule = config.schedule == "cosine"
-            ? CosineLR(base: config.lr, totalEpochs: config.epochs)
+            ? CosineLR(base: config.lr, totalEpochs: config.epochs, perStep: config.schedulePerStep)
             : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
         schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: config.warmupEpochs) : base
 
