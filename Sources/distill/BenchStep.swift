@@ -36,50 +36,41 @@ struct BenchStep: ParsableCommand {
     var json = false
 
     func run() throws {
-        var cfg: TrainConfig
-        do { cfg = try TrainConfig.load(config, overrides: overrides) } catch let e as ConfigError {
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        }
+        var cfg = try loadConfig(config, overrides: overrides)
         guard steps > 0, warmup >= 0 else {
             printError("error: --steps must be > 0 and --warmup ≥ 0")
             throw ExitCode(2)
         }
         cfg.output = NSTemporaryDirectory() + "distill-bench-unused"
-        let comm = try MPICommunicator.world()
-        let trainer: Trainer
-        do { trainer = try Trainer(config: cfg, comm: comm) } catch let e as ConfigError {
-            if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        }
-        let (times, commSeconds, batch) = try trainer.benchmarkSteps(warmup: warmup, steps: steps)
-        let total = times.reduce(0, +)
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        var memory = [Double](repeating: 0, count: comm.size)
-        memory[comm.rank] = Double(usage.ru_maxrss) / 1024  // KiB → MiB
-        try comm.allReduce(&memory, op: .sum)
-        var share = [commSeconds / max(total, 1e-12)]
-        try comm.allReduce(&share, op: .max)
-        let sorted = times.sorted()
-        let mean = total / Double(times.count), median = sorted[sorted.count / 2]
-        if comm.rank == 0 {
-            let ips = Double(batch) / mean
-            if json {
-                let models = cfg.models.map { "\"\($0)\"" }.joined(separator: ", ")
-                let rss = memory.map { String(format: "%.0f", $0) }.joined(separator: ", ")
-                print("{\"config\": \"\(config)\", \"method\": \"\(cfg.method)\", \"models\": [\(models)], \"ranks\": \(comm.size), \"threads\": \(Threads.count), \"batch\": \(batch), \"steps\": \(steps), "
-                      + String(format: "\"step_ms_mean\": %.2f, \"step_ms_median\": %.2f, \"images_per_second\": %.1f, \"communication_share\": %.4f, ", 1000 * mean, 1000 * median, ips, share[0])
-                      + "\"peak_rss_mib\": [\(rss)]}")
-            } else {
-                print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")
-                print(String(format: "  step time      %.2f ms mean, %.2f ms median over %d steps", 1000 * mean, 1000 * median, steps))
-                print(String(format: "  images/s       %.1f", ips))
-                print(String(format: "  communication  %.2f%% of the step (slowest rank)", 100 * share[0]))
-                print("  peak memory    " + memory.enumerated().map { "rank \($0.offset) \(String(format: "%.0f", $0.element)) MiB" }.joined(separator: ", "))
+        try runOnWorld { comm in
+            let trainer = try Trainer(config: cfg, comm: comm)
+            let (times, commSeconds, batch) = try trainer.benchmarkSteps(warmup: warmup, steps: steps)
+            let total = times.reduce(0, +)
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            var memory = [Double](repeating: 0, count: comm.size)
+            memory[comm.rank] = Double(usage.ru_maxrss) / 1024  // KiB → MiB
+            try comm.allReduce(&memory, op: .sum)
+            var share = [commSeconds / max(total, 1e-12)]
+            try comm.allReduce(&share, op: .max)
+            let sorted = times.sorted()
+            let mean = total / Double(times.count), median = sorted[sorted.count / 2]
+            if comm.rank == 0 {
+                let ips = Double(batch) / mean
+                if json {
+                    let models = cfg.models.map { "\"\($0)\"" }.joined(separator: ", ")
+                    let rss = memory.map { String(format: "%.0f", $0) }.joined(separator: ", ")
+                    print("{\"config\": \"\(config)\", \"method\": \"\(cfg.method)\", \"models\": [\(models)], \"ranks\": \(comm.size), \"threads\": \(Threads.count), \"batch\": \(batch), \"steps\": \(steps), "
+                          + String(format: "\"step_ms_mean\": %.2f, \"step_ms_median\": %.2f, \"images_per_second\": %.1f, \"communication_share\": %.4f, ", 1000 * mean, 1000 * median, ips, share[0])
+                          + "\"peak_rss_mib\": [\(rss)]}")
+                } else {
+                    print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")
+                    print(String(format: "  step time      %.2f ms mean, %.2f ms median over %d steps", 1000 * mean, 1000 * median, steps))
+                    print(String(format: "  images/s       %.1f", ips))
+                    print(String(format: "  communication  %.2f%% of the step (slowest rank)", 100 * share[0]))
+                    print("  peak memory    " + memory.enumerated().map { "rank \($0.offset) \(String(format: "%.0f", $0.element)) MiB" }.joined(separator: ", "))
+                }
             }
         }
-        MPICommunicator.finalize()
     }
 }

@@ -57,3 +57,29 @@ struct Bench: ParsableCommand {
         subcommands: [BenchEngine.self, BenchConv.self, BenchData.self, BenchComm.self, BenchStep.self])
 }
 
+
+/// Loads an experiment config; a config error prints its message and exits with code 2.
+func loadConfig(_ path: String, overrides: [String]) throws -> TrainConfig {
+    do { return try TrainConfig.load(path, overrides: overrides) } catch let e as ConfigError {
+        printError("error: \(e.message)")
+        throw ExitCode(2)
+    }
+}
+
+/// Runs `body` on the world communicator and finalizes MPI. A config error exits with code 2, any other error
+/// with 1; with several ranks the failing rank aborts the whole job with the message.
+func runOnWorld(_ body: (Communicator) throws -> Void) throws {
+    let comm = try MPICommunicator.world()
+    do {
+        try body(comm)
+    } catch let e as ConfigError {
+        if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
+        printError("error: \(e.message)")
+        throw ExitCode(2)
+    } catch {
+        if comm.size > 1 { comm.abort("\(error)", code: 1) }
+        printError("error: \(error)")
+        throw ExitCode(1)
+    }
+    MPICommunicator.finalize()
+}

@@ -29,11 +29,7 @@ struct Eval: ParsableCommand {
     var json = false
 
     func run() throws {
-        var cfg: TrainConfig
-        do { cfg = try TrainConfig.load(config, overrides: overrides) } catch let e as ConfigError {
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        }
+        var cfg = try loadConfig(config, overrides: overrides)
         var dir = checkpoint
         let state = dir + "/checkpoints/state.json"
         if let data = FileManager.default.contents(atPath: state),
@@ -45,8 +41,7 @@ struct Eval: ParsableCommand {
             throw ExitCode(2)
         }
         cfg.output = NSTemporaryDirectory() + "distill-eval-unused"
-        let comm = try MPICommunicator.world()
-        do {
+        try runOnWorld { comm in
             let trainer = try Trainer(config: cfg, comm: comm)
             try trainer.loadWeights(from: dir)
             let e = try trainer.evaluate()
@@ -69,15 +64,6 @@ struct Eval: ParsableCommand {
                     }
                 }
             }
-        } catch let e as ConfigError {
-            if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        } catch {
-            if comm.size > 1 { comm.abort("\(error)", code: 1) }
-            printError("error: \(error)")
-            throw ExitCode(1)
         }
-        MPICommunicator.finalize()
     }
 }

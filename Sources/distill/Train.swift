@@ -29,27 +29,8 @@ struct Train: ParsableCommand {
     var resume = false
 
     func run() throws {
-        var cfg: TrainConfig
-        do {
-            cfg = try TrainConfig.load(config, overrides: overrides)
-        } catch let e as ConfigError {
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        }
+        var cfg = try loadConfig(config, overrides: overrides)
         if let o = out { cfg.output = o }
-        let comm = try MPICommunicator.world()
-        do {
-            let trainer = try Trainer(config: cfg, comm: comm)
-            try trainer.run(resume: resume)
-        } catch let e as ConfigError {
-            if comm.size > 1 { comm.abort("config error: \(e.message)", code: 2) }
-            printError("error: \(e.message)")
-            throw ExitCode(2)
-        } catch {
-            if comm.size > 1 { comm.abort("\(error)", code: 1) }
-            printError("error: \(error)")
-            throw ExitCode(1)
-        }
-        MPICommunicator.finalize()
+        try runOnWorld { comm in try Trainer(config: cfg, comm: comm).run(resume: resume) }
     }
 }
