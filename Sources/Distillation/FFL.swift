@@ -77,17 +77,10 @@ public final class FFL: DistillationMethod {
         let w = rampUpWeight(epoch: input.epoch, length: rampUpEpochs)
         let ceF = crossEntropy(fused, labels: labels)
         let klF = klDivergence(student: fused, teacher: ensemble, temperature: temperature)
-        var total = (ceF + klF * w) * cohort.sharedScale
-        var losses: [Float] = [], ce: Float = 0, kl: Float = 0
-        for z in logits {
-            let c = crossEntropy(z, labels: labels)
-            let d = klDivergence(student: z, teacher: target, temperature: temperature)
-            let loss = c + d * w
-            total = total + loss
-            ce += c.item; kl += d.item; losses.append(loss.item)
-        }
-        return StepResult(objective: total, peerLogits: logits, peerLoss: losses,
-                          terms: ["ce": ce, "ce_fused": ceF.item * cohort.sharedScale, "kl_fused_to_peers": kl,
+        let p = addPeerTerms(to: (ceF + klF * w) * cohort.sharedScale, logits: logits, labels: labels, target: target,
+                             temperature: temperature, weight: w)
+        return StepResult(objective: p.objective, peerLogits: logits, peerLoss: p.losses,
+                          terms: ["ce": p.ce, "ce_fused": ceF.item * cohort.sharedScale, "kl_fused_to_peers": p.kl,
                                   "kl_ensemble_to_fused": klF.item * cohort.sharedScale], teacherLogits: target)
     }
 

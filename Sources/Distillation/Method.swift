@@ -161,6 +161,22 @@ public func rampUpWeight(epoch: Int, length: Int) -> Float {
     return Foundation.exp(-5 * t * t)
 }
 
+/// Adds each local peer's CE(y, z_k) + w·T²·KL(softmax(target/T) ‖ softmax(z_k/T)) to `shared` (the rank's share
+/// of the shared terms); returns the objective, each peer's loss, and the CE and KL terms summed over the peers.
+/// `target` must be detached.
+public func addPeerTerms(to shared: Tensor, logits: [Tensor], labels: [Int], target: Tensor, temperature: Float,
+                         weight w: Float) -> (objective: Tensor, losses: [Float], ce: Float, kl: Float) {
+    var total = shared, losses: [Float] = [], ce: Float = 0, kl: Float = 0
+    for z in logits {
+        let c = crossEntropy(z, labels: labels)
+        let d = klDivergence(student: z, teacher: target, temperature: temperature)
+        let loss = c + d * w
+        total = total + loss
+        ce += c.item; kl += d.item; losses.append(loss.item)
+    }
+    return (total, losses, ce, kl)
+}
+
 /// The mean of the peers' logits.
 public func meanLogits(_ logits: [Tensor]) -> Tensor {
     logits.dropFirst().reduce(logits[0]) { $0 + $1 } * (1 / Float(logits.count))

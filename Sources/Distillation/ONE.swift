@@ -51,17 +51,10 @@ public final class ONE: DistillationMethod {
         let target = ze.detached()
         let ceE = crossEntropy(ze, labels: labels)
         let w = rampUpWeight(epoch: input.epoch, length: rampUpEpochs)
-        var total = ceE * cohort.sharedScale
-        var losses: [Float] = [], ce: Float = 0, kl: Float = 0
-        for z in logits {
-            let c = crossEntropy(z, labels: labels)
-            let d = klDivergence(student: z, teacher: target, temperature: temperature)
-            let loss = c + d * w
-            total = total + loss
-            ce += c.item; kl += d.item; losses.append(loss.item)
-        }
-        return StepResult(objective: total, peerLogits: logits, peerLoss: losses,
-                          terms: ["ce": ce, "ce_ensemble": ceE.item * cohort.sharedScale, "kl": kl], teacherLogits: target)
+        let p = addPeerTerms(to: ceE * cohort.sharedScale, logits: logits, labels: labels, target: target,
+                             temperature: temperature, weight: w)
+        return StepResult(objective: p.objective, peerLogits: logits, peerLoss: p.losses,
+                          terms: ["ce": p.ce, "ce_ensemble": ceE.item * cohort.sharedScale, "kl": p.kl], teacherLogits: target)
     }
 
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
