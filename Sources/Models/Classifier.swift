@@ -28,6 +28,10 @@ extension Classifier {
     public func isStem(_ name: String) -> Bool { stemModuleNames.contains { name.hasPrefix($0 + ".") } }
     /// The stem's parameters and buffers.
     public func stemState() -> [(String, Parameter)] { namedState().filter { isStem($0.0) } }
+    /// Copies another model's stem weights and buffers into this one (same architecture).
+    public func copyStem(from other: Classifier) {
+        for ((_, dst), (_, src)) in zip(stemState(), other.stemState()) { dst.value.data.update(from: src.value.data, count: src.value.count) }
+    }
 }
 
 /// Errors a model lookup can raise.

@@ -146,10 +146,7 @@ public final class Trainer {
             guard names.count == 1 else {
                 throw ConfigError("models: \(config.method) shares one stem between the peers, so they must be the same model; got \(config.models.joined(separator: ", "))")
             }
-            if placement.localPeers[0] != 0 {
-                let source = try build(0).stemState()
-                for ((_, dst), (_, src)) in zip(models[0].stemState(), source) { dst.value.data.update(from: src.value.data, count: src.value.count) }
-            }
+            if placement.localPeers[0] != 0 { models[0].copyStem(from: try build(0)) }
         }
         cohort = Cohort(placement: placement, comm: peerComm, models: models, sharesStem: method.sharesStem)
         method.start(cohort: cohort)
@@ -213,12 +210,12 @@ public final class Trainer {
     }
 
     /// This step's batch of unlabeled images (ssld), the global step's slot of an endless pass over them.
-    func unlabeledImages(globalStep: Int, peers: [Int]) -> [Tensor]? {
+    func unlabeledImages(globalStep: Int) -> [Tensor]? {
         guard let u = unlabeled, config.unlabeledPerBatch > 0 else { return nil }
         let sampler = EpochSampler(count: u.count, batchSize: min(config.unlabeledPerBatch, u.count), seed: config.seed &+ 0x756E_6C61)
         let steps = sampler.stepsPerEpoch
         let batch = makeBatch(u, items: Array(sampler.batches(epoch: globalStep / steps)[globalStep % steps][EpochSampler.shard(size: sampler.batchSize, replica: replica, of: replicas)]),
-                              augmentation: augmentation, seed: sampler.seed, epoch: globalStep / steps, step: globalStep % steps, peers: peers)
+                              augmentation: augmentation, seed: sampler.seed, epoch: globalStep / steps, step: globalStep % steps, peers: viewPeers)
         return batch.images
     }
 
@@ -237,7 +234,7 @@ public final class Trainer {
             _ = FileManager.default.createFile(atPath: out + "/metrics.jsonl", contents: Data())
         }
         try world.barrier()
-        let sampler = EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed)
+        let sampler = trainSampler
         let steps = sampler.stepsPerEpoch
         guard sampler.batchSize >= replicas else {
             throw ConfigError("batch_size \(config.batchSize) is smaller than the \(replicas) data-parallel ranks")
@@ -245,7 +242,6 @@ public final class Trainer {
         // A live progress line only on a real terminal: under mpirun, ranks' output goes through a pty but is
         // forwarded line by line, so plain lines are printed instead.
         let interactive = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] == nil
-        let viewPeers = method.augmentsPerPeer ? placement.localPeers : [0]
         let termNames = method.termNames
         var history: [EpochMetrics] = []
         for epoch in firstEpoch..<config.epochs {
@@ -259,14 +255,12 @@ public final class Trainer {
             let commStart = world.communicationSeconds
             let start = Date()
             setTraining(true)
-            let loader = BatchLoader(data: train, sampler: sampler, epoch: epoch, augmentation: augmentation,
-                                     peers: viewPeers, replica: replica, replicas: replicas)
-            for (step, batch) in loader.enumerated() {
+            for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
                 let globalStep = epoch * steps + step
                 let lr = schedule.lr(epoch: Double(epoch) + Double(step) / Double(steps))
                 metrics.lr = lr
                 let labels = batch.labels!
-                let result = try trainStep(batch, epoch: epoch, globalStep: globalStep, lr: lr, viewPeers: viewPeers)
+                let result = try trainStep(batch, epoch: epoch, globalStep: globalStep, lr: lr)
                 for k in 0..<models.count {
                     lossSum[k] += Double(result.peerLoss[k]) * Double(labels.count)
                     let (a, b) = topCounts(result.peerLogits[k], labels)
@@ -317,10 +311,22 @@ public final class Trainer {
         return history
     }
 
+    /// The peers whose augmented views a batch carries: each local peer's, or peer 0's shared by all.
+    var viewPeers: [Int] { method.augmentsPerPeer ? placement.localPeers : [0] }
+
+    /// The order of the training set's global batches.
+    var trainSampler: EpochSampler { EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed) }
+
+    /// This rank's share of each batch of `epoch`, with the views its peers train on.
+    func trainLoader(_ sampler: EpochSampler, epoch: Int) -> BatchLoader {
+        BatchLoader(data: train, sampler: sampler, epoch: epoch, augmentation: augmentation, peers: viewPeers,
+                    replica: replica, replicas: replicas)
+    }
+
     /// One optimisation step on a batch: the method's objective, backward, gradient synchronisation, the update.
-    func trainStep(_ batch: Batch, epoch: Int, globalStep: Int, lr: Float, viewPeers: [Int]) throws -> StepResult {
+    func trainStep(_ batch: Batch, epoch: Int, globalStep: Int, lr: Float) throws -> StepResult {
         var views = batch.images
-        if let extra = unlabeledImages(globalStep: globalStep, peers: viewPeers) {
+        if let extra = unlabeledImages(globalStep: globalStep) {
             views = zip(views, extra).map { concat([$0, $1], axis: 0) }
         }
         let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: models.count)
@@ -343,17 +349,14 @@ public final class Trainer {
 
     /// Step timings for `distill bench step`: runs `warmup` then `steps` training steps (no files written).
     public func benchmarkSteps(warmup: Int, steps: Int) throws -> (stepSeconds: [Double], communicationSeconds: Double, imagesPerStep: Int) {
-        let sampler = EpochSampler(count: train.count, batchSize: min(config.batchSize, train.count), seed: config.seed)
-        let viewPeers = method.augmentsPerPeer ? placement.localPeers : [0]
+        let sampler = trainSampler
         setTraining(true)
         var times: [Double] = [], comm = 0.0, epoch = 0, global = 0
         while times.count < steps {
-            let loader = BatchLoader(data: train, sampler: sampler, epoch: epoch, augmentation: augmentation,
-                                     peers: viewPeers, replica: replica, replicas: replicas)
-            for batch in loader {
+            for batch in trainLoader(sampler, epoch: epoch) {
                 try world.barrier()
                 let c0 = world.communicationSeconds, t0 = Date()
-                _ = try trainStep(batch, epoch: epoch, globalStep: global, lr: config.lr, viewPeers: viewPeers)
+                _ = try trainStep(batch, epoch: epoch, globalStep: global, lr: config.lr)
                 let c1 = world.communicationSeconds
                 try world.barrier()
                 if global >= warmup {
@@ -406,10 +409,7 @@ public final class Trainer {
     /// Copies the shared stem into every local model, so each peer's file is a complete model.
     func copySharedStem() {
         guard method.sharesStem else { return }
-        let source = models[0].stemState()
-        for m in models.dropFirst() {
-            for ((_, dst), (_, src)) in zip(m.stemState(), source) { dst.value.data.update(from: src.value.data, count: src.value.count) }
-        }
+        for m in models.dropFirst() { m.copyStem(from: models[0]) }
     }
 
     func saveCheckpoint(epoch: Int) throws {

@@ -19,7 +19,7 @@ final class MethodGradientTests: XCTestCase {
             return try ModelZoo.make(name, classes: 5, inChannels: 1, generator: &g)
         }
         if sharesStem {  // as the trainer does: the stem that runs is models[0]'s
-            for m in models.dropFirst() { for ((_, d), (_, s)) in zip(m.stemState(), models[0].stemState()) { d.value.data.update(from: s.value.data, count: s.value.count) } }
+            for m in models.dropFirst() { m.copyStem(from: models[0]) }
         }
         return Cohort(placement: placement, comm: comm, models: models, sharesStem: sharesStem)
     }
