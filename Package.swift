@@ -1,7 +1,10 @@
 // swift-tools-version:5.9
 //
 // swift-distill: distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).
-// Layers import downwards only: distill -> Models -> Layers -> Tensors -> CBLAS.
+// One layer per target; imports point down only, and every target lists each target it imports (launch/test builds
+// with --explicit-target-dependency-import-check error, so a sideways or undeclared import fails the build):
+//   distill → Training → Distillation → {Models, Collectives, TensorFiles} → Layers → Tensors → CBLAS
+//   Training → Datasets → Tensors;  Collectives → CMPI → COpenMPI (Collectives does not know Layers)
 import PackageDescription
 
 let package = Package(
@@ -14,7 +17,9 @@ let package = Package(
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Datasets", targets: ["Datasets"]),
         .library(name: "Collectives", targets: ["Collectives"]),
+        .library(name: "TensorFiles", targets: ["TensorFiles"]),
         .library(name: "Distillation", targets: ["Distillation"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,29 +34,38 @@ let package = Package(
         .target(name: "CMPI", dependencies: ["COpenMPI"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        // MARK: Engine
+        // MARK: Engine: tensors and autograd, layers, models
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         .target(name: "Layers", dependencies: ["Tensors"]),
-        .target(name: "Models", dependencies: ["Layers"]),
-        .target(name: "Collectives", dependencies: ["Layers", "CMPI"]),
+        .target(name: "Models", dependencies: ["Layers", "Tensors"]),
+
+        // MARK: Data, processes, files
         .target(name: "Datasets", dependencies: ["Tensors", "CZlib"]),
-        .target(name: "Distillation", dependencies: ["Models", "Collectives"]),
-        .target(name: "Training", dependencies: ["Distillation", "Datasets", "Yams"]),
+        .target(name: "Collectives", dependencies: ["Tensors", "CMPI"]),
+        // safetensors (strict reader, atomic writer) and loading/saving a module's state.
+        .target(name: "TensorFiles", dependencies: ["Layers", "Tensors"]),
+
+        // MARK: Methods and the trainer
+        .target(name: "Distillation", dependencies: ["Models", "Layers", "Tensors", "Collectives", "TensorFiles"]),
+        .target(name: "Training", dependencies: ["Distillation", "Models", "Layers", "Tensors", "Collectives", "Datasets",
+                                                 "TensorFiles", "Yams"]),
 
         // MARK: Command line
         .executableTarget(name: "distill", dependencies: [
-            "Training",
+            "Training", "Distillation", "Models", "Layers", "Tensors", "Collectives", "Datasets", "TensorFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-        .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
-        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
-        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "TestSupport"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Layers", "Tensors", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport"]),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "Tensors", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Distillation", "Models", "Layers", "Datasets",
+                                                          "TensorFiles", "Tensors", "TestSupport", "Yams"]),
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Layers", "Collectives", "Tensors",
+                                                              "TestSupport"]),
     ]
 )

@@ -9,14 +9,16 @@ public struct PeerPlacement: Equatable {
     public init(peers: Int, ranks: Int, rank: Int) throws {
         guard peers > 0 else { throw CollectiveError.placement("a cohort needs at least one peer, got \(peers)") }
         guard ranks > 0, rank >= 0, rank < ranks else { throw CollectiveError.placement("rank \(rank) of \(ranks) is invalid") }
-        guard peers % ranks == 0 else {
-            throw CollectiveError.placement("\(peers) peers cannot be placed on \(ranks) ranks: the number of ranks must divide the number of peers (use 1 rank, or \(peers), or another divisor: \((1...peers).filter { peers % $0 == 0 }.map(String.init).joined(separator: ", ")))")
+        guard ranks <= peers else {
+            throw CollectiveError.placement("\(peers) peers cannot be placed on \(ranks) ranks: every rank hosts at least one peer, so run with 1 to \(peers) ranks")
         }
         self.peers = peers; self.ranks = ranks; self.rank = rank
     }
 
     /// Peers this rank hosts, in increasing order.
     public var localPeers: [Int] { Array(stride(from: rank, to: peers, by: ranks)) }
+    /// How many peers rank r hosts (they differ by at most one when R does not divide P).
+    public func peerCount(onRank r: Int) -> Int { (peers - 1 - r) / ranks + 1 }
     /// The rank hosting peer p.
     public func host(of peer: Int) -> Int { peer % ranks }
     /// Position of peer p among its host's local peers.
@@ -28,11 +30,14 @@ public struct PeerPlacement: Equatable {
         precondition(local.count == localPeers.count, "gatherPeers: \(local.count) tensors for \(localPeers.count) local peers")
         precondition(comm.size == ranks, "gatherPeers: communicator has \(comm.size) ranks, placement \(ranks)")
         let stacked = stack(local)  // [L, ...]
-        let all = ranks == 1 ? stacked.reshaped([1] + stacked.shape) : try allGather(stacked, on: comm)  // [R, L, ...]
+        let counts = (0..<ranks).map(peerCount(onRank:))
+        let all = ranks == 1 ? stacked : try allGather(stacked, counts: counts, on: comm)  // [P in rank order, ...]
+        var start = [Int](repeating: 0, count: ranks)
+        for r in 1..<max(ranks, 1) { start[r] = start[r - 1] + counts[r - 1] }
         let shape = Array(local[0].shape)
         return (0..<peers).map { p in
-            all.slice(axis: 0, host(of: p)..<(host(of: p) + 1)).slice(axis: 1, localIndex(of: p)..<(localIndex(of: p) + 1))
-                .reshaped(shape)
+            let row = start[host(of: p)] + localIndex(of: p)
+            return all.slice(axis: 0, row..<(row + 1)).reshaped(shape)
         }
     }
 }

@@ -4,6 +4,9 @@ import Foundation
 public enum Split: String, Codable, CaseIterable { case train, test }
 
 public enum DatasetCatalog {
+    /// The dataset names `load` knows.
+    public static let names = ["cifar10", "cifar100", "fashion-mnist", "mnist"]
+
     /// Where Debian's `dataset-fashion-mnist` package installs Fashion-MNIST.
     public static let fashionMNISTDefaultPath = "/usr/share/datasets/fashion-mnist"
 

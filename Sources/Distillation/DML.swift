@@ -7,8 +7,13 @@
 // official code is TensorFlow with T = 1, the default here; PyTorch re-implementations use T = 2–3.
 // Teacher reported in metrics: the ensemble, the mean of the peers' logits.
 import Models
+import Tensors
 
 public final class DML: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "dml", summary: "Zhang et al. 2018: CE + mean over the other peers of T²·KL(p_j ‖ p_i), others detached",
+        keys: [.temperature(1)]) { c, _ in DML(temperature: c.options.number("temperature")) }
+
     public let name = "dml"
     public let temperature: Float
     public init(temperature: Float = 1) { self.temperature = temperature }

@@ -13,7 +13,9 @@
 // differentiable allreduce of the [N, H, W, C_f] partial sums completes PW; BN_2 and fc are replicated on every
 // rank and the fused terms are weighted 1/R there. Teacher reported in metrics: the fused classifier.
 import Collectives
+import Layers
 import Models
+import Tensors
 
 /// One peer's slice of the fusion module: its channels' depthwise filters and batch norm, and their columns of
 /// the pointwise convolution.
@@ -31,6 +33,14 @@ public final class FusionSlice: Module {
 }
 
 public final class FFL: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "ffl", summary: "Kim et al. 2019: peers of any architecture, a fusion module over their feature maps teaches and is taught",
+        keys: [.temperature(3), .rampUp]) { c, g in
+            let channels = try (0..<c.peers).map { try c.channels(ofPeer: $0).features }
+            return FFL(localPeers: c.placement.localPeers, channels: channels, fusedChannels: channels[0], classes: c.classes, seed: c.seed,
+                       temperature: c.options.number("temperature"), rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)
+        }
+
     public let name = "ffl"
     public let temperature: Float, rampUpEpochs: Int
     /// The local peers' slices, in local order.

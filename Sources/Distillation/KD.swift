@@ -5,7 +5,9 @@
 // KL is summed over classes and averaged over the batch (`batchmean`); the T² factor keeps the soft term's
 // gradient scale independent of T. Defaults T = 4, α = 0.9. The teacher's logits are computed without the tape
 // (detached): only the student learns.
+import Layers
 import Models
+import Tensors
 
 public struct HintonKD: Equatable {
     public var temperature: Float
@@ -39,6 +41,14 @@ public final class FrozenTeacher {
 
 /// `kd`: each local peer is a student of the frozen teacher.
 public final class KDMethod: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "kd", summary: "Hinton et al. 2015: each peer a student of a frozen teacher, α·T²·KL(p_t ‖ p_s) + (1−α)·CE",
+        keys: [.temperature(4), OptionKey("alpha", .number(min: 0, max: 1, openMin: false), default: .number(0.9), help: "weight α of the soft term"),
+               .teacherModel, .teacherCheckpoint],
+        dataParallel: true) { c, _ in
+            KDMethod(teacher: try c.frozenTeacher(), kd: HintonKD(temperature: c.options.number("temperature"), alpha: c.options.number("alpha")))
+        }
+
     public let name = "kd"
     public let teacher: FrozenTeacher
     public let kd: HintonKD

@@ -7,7 +7,9 @@
 // ranks, so R ranks compute what one process hosting every peer computes.
 import Collectives
 import Foundation
+import Layers
 import Models
+import Tensors
 
 /// The peers one rank hosts and how they are placed over the peer communicator.
 public final class Cohort {
@@ -16,47 +18,24 @@ public final class Cohort {
     public let comm: Communicator
     /// The local peers' models, in `placement.localPeers` order.
     public let models: [Classifier]
-    /// Whether the peers share one stem. The stem that runs is `models[0]`'s; the trainer keeps it identical on
-    /// every rank and copies it into the other local models before they are saved.
-    public let sharesStem: Bool
+    /// The stem the peers share, or nil when each runs its own.
+    public let stem: SharedStem?
 
-    public init(placement: PeerPlacement, comm: Communicator, models: [Classifier], sharesStem: Bool) {
+    public init(placement: PeerPlacement, comm: Communicator, models: [Classifier], stem: SharedStem?) {
         precondition(models.count == placement.localPeers.count, "Cohort: \(models.count) models for \(placement.localPeers.count) local peers")
-        self.placement = placement; self.comm = comm; self.models = models; self.sharesStem = sharesStem
+        self.placement = placement; self.comm = comm; self.models = models; self.stem = stem
     }
 
     public var peers: Int { placement.peers }
     /// The weight of a term every rank computes identically, so the ranks' shares add up to it once.
     public var sharedScale: Float { 1 / Float(placement.ranks) }
 
-    /// Each local peer's final feature map, for one input per local peer. A shared stem runs once per distinct
-    /// input tensor; when it sees several (each peer its own view), its batch-norm running statistics become the
-    /// mean of the updates each view makes from the same starting point, so the result does not depend on how
-    /// many peers one rank hosts (the trainer averages them across ranks too).
+    /// Each local peer's final feature map, for one input per local peer (through the shared stem, if any).
     public func features(_ inputs: [Tensor]) -> [Tensor] {
         precondition(inputs.count == models.count, "Cohort.features: \(inputs.count) inputs for \(models.count) peers")
-        guard sharesStem else { return zip(models, inputs).map { $0.features($1) } }
-        var distinct: [ObjectIdentifier] = []
-        for x in inputs where !distinct.contains(ObjectIdentifier(x)) { distinct.append(ObjectIdentifier(x)) }
-        let buffers = stemBuffers
-        let start = distinct.count > 1 ? buffers.map { $0.copy() } : []
-        let sums = distinct.count > 1 ? buffers.map { Tensor(zeros: $0.shape) } : []
-        var stems: [ObjectIdentifier: Tensor] = [:]
-        let out = zip(models, inputs).map { m, x -> Tensor in
-            if let h = stems[ObjectIdentifier(x)] { return m.branch(h) }
-            for (b, s) in zip(buffers, start) { b.data.update(from: s.data, count: b.count) }
-            let h = models[0].stem(x)
-            for (sum, b) in zip(sums, buffers) { for i in 0..<b.count { sum.data[i] += b.data[i] } }
-            stems[ObjectIdentifier(x)] = h
-            return m.branch(h)
-        }
-        let scale = 1 / Float(distinct.count)
-        for (b, sum) in zip(buffers, sums) { for i in 0..<b.count { b.data[i] = sum.data[i] * scale } }
-        return out
+        guard let stem else { return zip(models, inputs).map { $0.features($1) } }
+        return zip(models, stem(inputs)).map { $0.branch($1) }
     }
-
-    /// The shared stem's buffers (batch-norm running statistics).
-    public var stemBuffers: [Tensor] { models[0].stemState().filter { !$0.1.isTrainable }.map { $0.1.value } }
 
     /// Each local peer's logits for one shared input.
     public func logits(_ x: Tensor) -> [Tensor] {
@@ -65,8 +44,8 @@ public final class Cohort {
 
     /// The shared stem's output for `x` and each local peer's final feature map from it.
     public func sharedStemFeatures(_ x: Tensor) -> (stem: Tensor, features: [Tensor]) {
-        precondition(sharesStem, "Cohort.sharedStemFeatures: the peers do not share a stem")
-        let h = models[0].stem(x)
+        guard let stem else { preconditionFailure("Cohort.sharedStemFeatures: the peers do not share a stem") }
+        let h = stem([x])[0]
         return (h, models.map { $0.branch(h) })
     }
 
@@ -184,6 +163,11 @@ public func meanLogits(_ logits: [Tensor]) -> Tensor {
 
 /// `independent`: each peer trains alone with cross-entropy; no teacher.
 public final class Independent: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "independent", summary: "no distillation: each peer trains alone with cross-entropy (the baseline)",
+        keys: [OptionKey("label_smoothing", .number(min: 0, max: 1, openMin: false), default: .number(0), help: "label smoothing of the cross-entropy")],
+        dataParallel: true) { c, _ in Independent(labelSmoothing: c.options.number("label_smoothing")) }
+
     public let name = "independent"
     public let labelSmoothing: Float
     public init(labelSmoothing: Float = 0) { self.labelSmoothing = labelSmoothing }

@@ -12,9 +12,18 @@
 // peer through its logits and features. Distributed: logits and pooled features travel through the
 // differentiable allgather; each term is computed once, on the rank hosting the peer it belongs to.
 // Teacher reported in metrics: the peers' ensemble (mean of their logits; the leader is reported as a peer).
+import Layers
 import Models
+import Tensors
 
 public final class OKDDip: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "okddip", summary: "Chen et al. 2020: peers learn from attention-weighted peer ensembles, the last peer (group leader) from their mean",
+        keys: [.temperature(3), .rampUp, OptionKey("alpha", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight α of the distillation terms")]) { c, g in
+            OKDDip(featureChannels: try c.channels(ofPeer: 0).features, temperature: c.options.number("temperature"),
+                   alpha: c.options.number("alpha"), rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)
+        }
+
     public let name = "okddip"
     public let temperature: Float, alpha: Float, rampUpEpochs: Int
     let query: Linear, key: Linear

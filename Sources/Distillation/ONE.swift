@@ -10,9 +10,18 @@
 // Distributed: the branch logits are gathered with the differentiable allgather, so CE(z_e) — computed on
 // every rank and weighted 1/R there — trains the gate, the stem and every branch exactly as in one process.
 import Foundation
+import Layers
 import Models
+import Tensors
 
 public final class ONE: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "one", summary: "Lan et al. 2018: branches on a shared stem, a gated ensemble teaches every branch",
+        keys: [.temperature(3), .rampUp]) { c, g in
+            ONE(peers: c.peers, stemChannels: try c.channels(ofPeer: 0).stem, temperature: c.options.number("temperature"),
+                rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)
+        }
+
     public let name = "one"
     public let temperature: Float, rampUpEpochs: Int
     let gateFC: Linear, gateBN: BatchNorm2d

@@ -13,9 +13,20 @@
 // teachers: a peer's test accuracy is its mean teacher's; the teacher reported is the peer ensemble.
 // Distributed: pooled features through the differentiable allgather (CE(z_e), weighted 1/R on each rank, trains
 // every peer); each mean teacher lives on its peer's rank and its logits are exchanged detached.
+import Layers
 import Models
+import Tensors
 
 public final class PCL: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "pcl", summary: "Wu & Gong 2021: per-peer views through a shared stem, a peer-ensemble teacher and temporal-mean peer teachers",
+        keys: [.temperature(3), .rampUp,
+               OptionKey("mean_teacher_decay", .number(min: 0, max: 1, openMin: false), default: .number(0.999), help: "largest EMA decay of the peer mean teachers")]) { c, g in
+            PCL(peers: c.peers, featureChannels: try c.channels(ofPeer: 0).features, classes: c.classes,
+                meanTeachers: try c.placement.localPeers.map { try c.model(c.models[$0]) }, temperature: c.options.number("temperature"),
+                rampUpEpochs: c.options.int("rampup_epochs"), maxDecay: c.options.number("mean_teacher_decay"), generator: &g)
+        }
+
     public let name = "pcl"
     public let temperature: Float, rampUpEpochs: Int, maxDecay: Float
     let ensembleFC: Linear
@@ -37,27 +48,23 @@ public final class PCL: DistillationMethod {
     public var termNames: [String] { ["ce", "ce_ensemble", "kl_ensemble", "kl_mean_teachers"] }
     public func peerExtraState(_ k: Int) -> Module? { meanTeachers[k] }
 
-    /// Peer k's parameters as the cohort trains them (a shared stem's from the model that runs it).
-    func sources(_ k: Int, cohort: Cohort) -> [(String, Parameter)] {
-        let stem = Dictionary(uniqueKeysWithValues: cohort.models[0].stemState())
-        return cohort.models[k].namedParameters().map { name, p in (name, cohort.models[k].isStem(name) ? stem[name]! : p) }
-    }
+    /// Each local peer's state as the cohort trains it (the shared stem's tensors from the model that runs it), in
+    /// the order of its mean teacher's state; built once, as the tensors never change identity.
+    private var sources: [[(String, Parameter)]] = []
 
     /// The mean teachers start as copies of their peers (weights and buffers).
     public func start(cohort: Cohort) {
-        let stem = Dictionary(uniqueKeysWithValues: cohort.models[0].stemState())
-        for (k, m) in cohort.models.enumerated() {
-            for ((name, src), (_, dst)) in zip(m.namedState(), meanTeachers[k].namedState()) {
-                let s = m.isStem(name) ? stem[name]! : src
-                dst.value.data.update(from: s.value.data, count: s.value.count)
-            }
+        let stem = cohort.stem.map { Dictionary(uniqueKeysWithValues: $0.runner.stemState()) } ?? [:]
+        sources = cohort.models.map { m in m.namedState().map { name, p in (name, m.isStem(name) ? stem[name] ?? p : p) } }
+        for (k, src) in sources.enumerated() {
+            for ((_, s), (_, dst)) in zip(src, meanTeachers[k].namedState()) { dst.value.data.update(from: s.value.data, count: s.value.count) }
         }
     }
 
     public func afterStep(cohort: Cohort, step: Int) {
         let decay = min(1 - 1 / Float(step), maxDecay)  // step counts the steps taken: s + 1
         for k in cohort.models.indices {
-            for ((_, src), (_, dst)) in zip(sources(k, cohort: cohort), meanTeachers[k].namedParameters()) {
+            for ((_, src), (_, dst)) in zip(sources[k], meanTeachers[k].namedState()) where dst.isTrainable {
                 let n = src.value.count, a = src.value.data, b = dst.value.data
                 for i in 0..<n { b[i] = decay * b[i] + (1 - decay) * a[i] }
             }

@@ -10,6 +10,7 @@
 // both halves send gradients to the student. PaddleClas adds 1e-12 inside its logarithms; here the log-softmax
 // is computed directly, which needs no guard.
 import Models
+import Tensors
 
 public struct SSLDLoss: Equatable {
     public init() {}
@@ -22,6 +23,12 @@ public struct SSLDLoss: Equatable {
 
 /// `ssld`: each local peer matches the frozen teacher's predictions on labeled and unlabeled images alike.
 public final class SSLDMethod: DistillationMethod {
+    public static let spec = MethodSpec(
+        name: "ssld", summary: "Cui et al. 2021: ½[KL(p_t ‖ p_s) + KL(p_s ‖ p_t)] to a frozen teacher, no labels (unlabeled images may join)",
+        keys: [.teacherModel, .teacherCheckpoint], dataParallel: true, labelFree: true) { c, _ in
+            SSLDMethod(teacher: try c.frozenTeacher())
+        }
+
     public let name = "ssld"
     public let teacher: FrozenTeacher
     let loss = SSLDLoss()

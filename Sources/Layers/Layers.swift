@@ -1,6 +1,7 @@
 // Basic layers: Conv2d, BatchNorm2d, Linear, Dropout, ReLU, Sequential. Initialisation as torchvision /
 // PyTorch: conv weights Kaiming-normal with fan_out (ReLU gain), linear layers PyTorch's default
 // (uniform ±1/√fan_in for weight and bias), batch norm γ = 1, β = 0.
+import Tensors
 import Foundation
 
 /// 2-D convolution over channels-last input [N, H, W, Cin]; weight [Cout, Cin/groups, k, k] as PyTorch.

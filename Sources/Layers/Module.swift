@@ -3,7 +3,7 @@
 // Enumeration order is written by hand (own tensors first, then children in declaration order, as
 // PyTorch's state_dict); the optimiser, checkpoints and gradient synchronisation all depend on it being
 // the same on every rank.
-@_exported import Tensors
+import Tensors
 
 /// A named tensor of a module: a trainable weight, or a buffer such as batch norm's running mean.
 public final class Parameter {

@@ -1,5 +1,6 @@
 // SGD as torch.optim.SGD defines it, and learning-rate schedules.
 //   g ← ∇ + λ·w;  b ← g (first step) or μ·b + (1 − dampening)·g;  g ← g + μ·b (Nesterov) or b;  w ← w − lr·g
+import Tensors
 import Foundation
 
 public final class SGD {

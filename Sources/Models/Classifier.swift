@@ -2,7 +2,8 @@
 //   stem:   layers a multi-branch method shares (input → shared feature map)
 //   branch: the rest of the trunk up to the final feature map
 //   head:   global average pool + fully connected classifier
-@_exported import Layers
+import Layers
+import Tensors
 
 public protocol Classifier: Module {
     /// Input → the feature map branches start from.

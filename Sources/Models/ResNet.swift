@@ -2,6 +2,8 @@
 // layer1..3 of BasicBlocks, 1×1-conv + BN projection shortcuts (`downsample.0`, `downsample.1`) where the shape
 // changes, global average pool, `fc`. depth = 6n + 2. widths [16, 16, 32, 64]; the "x4" variants [32, 64, 128, 256].
 // stem = conv1·bn1·relu·layer1·layer2, branch = layer3, head = pool·fc.
+import Layers
+import Tensors
 
 /// out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
 public final class BasicBlock: Layer {

@@ -2,6 +2,8 @@
 // conv1, block1..3 (each `.layer.i` of pre-activation blocks bn1·relu·conv1·bn2·relu·conv2 with a 1×1
 // `convShortcut` where the width changes), final bn1·relu, global pool, `fc`. depth = 6n + 4, widths
 // [16, 16k, 32k, 64k]. stem = conv1·block1·block2, branch = block3·bn1·relu, head = pool·fc.
+import Layers
+import Tensors
 
 public final class WideBasicBlock: Layer {
     public let bn1: BatchNorm2d, conv1: Conv2d, bn2: BatchNorm2d, conv2: Conv2d

@@ -1,8 +1,12 @@
 // Tensor: a shape over a reference-counted float32 buffer, with a tape for reverse-mode autograd.
 //
 // Ops never write into their inputs (except where the name says so, e.g. `addInPlace`). An op whose inputs
-// require gradients records a backward closure and its parents on the output; `backward()` sorts the graph
-// once, walks it in reverse topological order, and each closure *accumulates* into its parents' `.grad`.
+// require gradients records a backward closure and its parents on the output, and takes the next number of the
+// tape. `backward()` runs the closures in reverse recording order, a topological order that does not depend on
+// the shape of the graph; each closure *accumulates* into its parents' `.grad`.
+// Pinned nodes (the differentiable collectives) run their backward in every `backward()` after they were
+// recorded, with a zero gradient where the objective does not reach them: their backward is itself a collective
+// that every rank must join, in the same order (the rule is written out in Collectives/Differentiable.swift).
 // Activations of images are channels-last: [N, H, W, C].
 import Foundation
 
@@ -74,6 +78,19 @@ public enum GradMode {
     public nonisolated(unsafe) static var isEnabled = true
 }
 
+/// The tape's bookkeeping: the recording counter and the pinned nodes not yet run backward.
+public enum Tape {
+    nonisolated(unsafe) static var counter = 0
+    nonisolated(unsafe) static var pinned: [Tensor] = []
+
+    /// Pinned nodes recorded since the last `backward()` (they run in the next one).
+    public static var pendingPinned: Int { pinned.count }
+
+    /// Forgets pinned nodes recorded since the last `backward()` without running them (a forward pass on the tape
+    /// that is not differentiated). Every rank must make the same call.
+    public static func discardPinned() { pinned = [] }
+}
+
 /// Runs `body` without recording any operation on the tape.
 @discardableResult
 public func withoutGradients<T>(_ body: () throws -> T) rethrows -> T {
@@ -97,6 +114,10 @@ public final class Tensor {
     var parents: [Tensor] = []
     /// Accumulates this tensor's gradient into its parents' gradients.
     var backwardFn: ((Tensor) -> Void)?
+    /// Position in recording order (parents always have smaller numbers).
+    var tapeIndex = 0
+    /// Runs backward even when the objective does not reach it (see `recordPinned`).
+    var isPinned = false
 
     /// Number of elements.
     public var count: Int { storage.count }
@@ -168,7 +189,15 @@ public final class Tensor {
     }
 
     /// The same values, cut from the tape (shares storage).
-    public func detached() -> Tensor { Tensor(shape: shape, storage: storage) }
+    public func detached() -> Tensor {
+        if let observe = Tensor.detachObserver { return observe(self) }
+        return Tensor(shape: shape, storage: storage)
+    }
+
+    /// When set, `detached()` returns what it returns. A finite-difference check of an objective with detached
+    /// targets sets it to record the targets at the base point and to hand the same values back while it moves the
+    /// inputs, so the numeric gradient, like the analytic one, holds the targets fixed.
+    public nonisolated(unsafe) static var detachObserver: ((Tensor) -> Tensor)?
 
     /// An independent copy of the values (not on the tape).
     public func copy() -> Tensor {
@@ -201,9 +230,25 @@ public final class Tensor {
     /// Attaches a backward closure to an already-computed output.
     public func record(inputs: [Tensor], backward: @escaping (Tensor) -> Void) {
         guard GradMode.isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return }
+        attach(inputs, backward)
+    }
+
+    /// Records a node whose backward must run in the next `backward()` whatever it reaches: with the gradient the
+    /// objective sends it, or zeros. Recorded whenever gradients are on, even if no input here requires them (on
+    /// another rank one may). `backward` must check each input's `requiresGrad` before accumulating into it.
+    public func recordPinned(inputs: [Tensor], backward: @escaping (Tensor) -> Void) {
+        guard GradMode.isEnabled else { return }
+        attach(inputs, backward)
+        isPinned = true
+        Tape.pinned.append(self)
+    }
+
+    private func attach(_ inputs: [Tensor], _ backward: @escaping (Tensor) -> Void) {
         requiresGrad = true
         parents = inputs
         backwardFn = backward
+        Tape.counter += 1
+        tapeIndex = Tape.counter
     }
 
     /// Reverse-mode differentiation from this tensor. A non-scalar output needs `gradient` (same shape);
@@ -218,22 +263,25 @@ public final class Tensor {
             precondition(count == 1, "backward: output of shape \(shape) is not a scalar; pass `gradient:`")
             gradBuffer()[0] += 1
         }
-        // Iterative post-order DFS: parents before children.
-        var order: [Tensor] = []
+        // Every recorded node reachable from this output or from a pending pinned node, run in reverse recording
+        // order: children before parents whatever the graph's shape, and pinned nodes in the reverse of the order
+        // they were recorded in (the same on every rank).
+        let roots = [self] + Tape.pinned
+        Tape.pinned = []
+        var nodes: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Int)] = [(self, 0)]
-        visited.insert(ObjectIdentifier(self))
-        while let (node, next) = stack.popLast() {
-            if next < node.parents.count {
-                stack.append((node, next + 1))
-                let p = node.parents[next]
-                if p.requiresGrad && visited.insert(ObjectIdentifier(p)).inserted { stack.append((p, 0)) }
-            } else {
-                order.append(node)
+        var stack: [Tensor] = []
+        for r in roots where r.backwardFn != nil && visited.insert(ObjectIdentifier(r)).inserted { stack.append(r) }
+        while let node = stack.popLast() {
+            nodes.append(node)
+            for p in node.parents where p.backwardFn != nil && visited.insert(ObjectIdentifier(p)).inserted {
+                stack.append(p)
             }
         }
-        for node in order.reversed() {
+        nodes.sort { $0.tapeIndex > $1.tapeIndex }
+        for node in nodes {
             guard let fn = node.backwardFn else { continue }
+            if node.grad == nil && node.isPinned { node.grad = Tensor(zeros: node.shape) }
             if node.grad != nil { fn(node) }
             // Free the tape and the intermediate gradient as soon as it has been propagated.
             node.backwardFn = nil

@@ -1,7 +1,9 @@
 // `distill bench conv`: GFLOP/s of the convolution kernels on the distinct layer shapes of a CIFAR ResNet.
 import ArgumentParser
 import Foundation
+import Layers
 import Models
+import Tensors
 
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(

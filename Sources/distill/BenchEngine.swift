@@ -1,7 +1,9 @@
 // `distill bench engine`: sgemm throughput, and training / inference images per second of CIFAR ResNets.
 import ArgumentParser
 import Foundation
+import Layers
 import Models
+import Tensors
 
 struct BenchEngine: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -35,13 +35,25 @@ struct BenchStep: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    /// The `--json` output.
+    struct Report: Encodable {
+        let config: String, method: String, models: [String]
+        let ranks: Int, threads: Int, batch: Int, steps: Int
+        let stepMsMean: Double, stepMsMedian: Double, imagesPerSecond: Double, communicationShare: Double
+        let peakRssMib: [Double]
+        enum CodingKeys: String, CodingKey {
+            case config, method, models, ranks, threads, batch, steps
+            case stepMsMean = "step_ms_mean", stepMsMedian = "step_ms_median", imagesPerSecond = "images_per_second"
+            case communicationShare = "communication_share", peakRssMib = "peak_rss_mib"
+        }
+    }
+
     func run() throws {
-        var cfg = try loadConfig(config, overrides: overrides)
+        let cfg = try loadConfig(config, overrides: overrides)
         guard steps > 0, warmup >= 0 else {
             printError("error: --steps must be > 0 and --warmup ≥ 0")
             throw ExitCode(2)
         }
-        cfg.output = NSTemporaryDirectory() + "distill-bench-unused"
         try runOnWorld { comm in
             let trainer = try Trainer(config: cfg, comm: comm)
             let (times, commSeconds, batch) = try trainer.benchmarkSteps(warmup: warmup, steps: steps)
@@ -49,28 +61,26 @@ struct BenchStep: ParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             var memory = [Double](repeating: 0, count: comm.size)
-            memory[comm.rank] = Double(usage.ru_maxrss) / 1024  // KiB → MiB
+            memory[comm.rank] = (Double(usage.ru_maxrss) / 1024).rounded()  // KiB → MiB
             try comm.allReduce(&memory, op: .sum)
             var share = [commSeconds / max(total, 1e-12)]
             try comm.allReduce(&share, op: .max)
             let sorted = times.sorted()
             let mean = total / Double(times.count), median = sorted[sorted.count / 2]
-            if comm.rank == 0 {
-                let ips = Double(batch) / mean
-                if json {
-                    let models = cfg.models.map { "\"\($0)\"" }.joined(separator: ", ")
-                    let rss = memory.map { String(format: "%.0f", $0) }.joined(separator: ", ")
-                    print("{\"config\": \"\(config)\", \"method\": \"\(cfg.method)\", \"models\": [\(models)], \"ranks\": \(comm.size), \"threads\": \(Threads.count), \"batch\": \(batch), \"steps\": \(steps), "
-                          + String(format: "\"step_ms_mean\": %.2f, \"step_ms_median\": %.2f, \"images_per_second\": %.1f, \"communication_share\": %.4f, ", 1000 * mean, 1000 * median, ips, share[0])
-                          + "\"peak_rss_mib\": [\(rss)]}")
-                } else {
-                    print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")
-                    print(String(format: "  step time      %.2f ms mean, %.2f ms median over %d steps", 1000 * mean, 1000 * median, steps))
-                    print(String(format: "  images/s       %.1f", ips))
-                    print(String(format: "  communication  %.2f%% of the step (slowest rank)", 100 * share[0]))
-                    print("  peak memory    " + memory.enumerated().map { "rank \($0.offset) \(String(format: "%.0f", $0.element)) MiB" }.joined(separator: ", "))
-                }
+            guard comm.rank == 0 else { return }
+            let ips = Double(batch) / mean
+            if json {
+                let r = Report(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
+                               batch: batch, steps: steps, stepMsMean: 1000 * mean, stepMsMedian: 1000 * median,
+                               imagesPerSecond: ips, communicationShare: share[0], peakRssMib: memory)
+                print(String(decoding: try jsonLine(r), as: UTF8.self))
+                return
             }
+            print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")
+            print(String(format: "  step time      %.2f ms mean, %.2f ms median over %d steps", 1000 * mean, 1000 * median, steps))
+            print(String(format: "  images/s       %.1f", ips))
+            print(String(format: "  communication  %.2f%% of the step (slowest rank)", 100 * share[0]))
+            print("  peak memory    " + memory.enumerated().map { "rank \($0.offset) \(String(format: "%.0f", $0.element)) MiB" }.joined(separator: ", "))
         }
     }
 }

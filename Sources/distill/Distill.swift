@@ -9,7 +9,7 @@ struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
-        subcommands: [Train.self, Eval.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
+        subcommands: [Train.self, Eval.self, Methods.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
 }
 
 struct Demo: ParsableCommand {
@@ -39,7 +39,7 @@ struct Demo: ParsableCommand {
         let teacher = try train("teacher-resnet14", ["model=resnet14"])
         let alone = try train("student-resnet8-alone", ["model=resnet8"])
         let kd = try train("student-resnet8-kd", ["model=resnet8", "method.name=kd", "method.teacher_model=resnet14",
-            "method.teacher_checkpoint=\(out)/teacher-resnet14/checkpoints/epoch-\(try TrainConfig.load(config).epochs)/peer0.safetensors"])
+            "method.teacher_checkpoint=\(try RunDirectory.checkpoint(at: out + "/teacher-resnet14").peer(0))"])
         print("""
 
         Fashion-MNIST test top-1 (\(config)):

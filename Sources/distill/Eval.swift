@@ -28,41 +28,42 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    func run() throws {
-        var cfg = try loadConfig(config, overrides: overrides)
-        var dir = checkpoint
-        let state = dir + "/checkpoints/state.json"
-        if let data = FileManager.default.contents(atPath: state),
-           let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let epoch = obj["epoch"] as? Int {
-            dir += "/checkpoints/epoch-\(epoch)"
+    /// The `--json` output.
+    struct Report: Encodable {
+        let checkpoint: String, models: [String]
+        let testTop1: [Float], testTop5: [Float]
+        let teacher: String?, teacherTestTop1: Float?, teacherTestTop5: Float?
+        enum CodingKeys: String, CodingKey {
+            case checkpoint, models, teacher
+            case testTop1 = "test_top1", testTop5 = "test_top5", teacherTestTop1 = "teacher_test_top1", teacherTestTop5 = "teacher_test_top5"
         }
-        guard FileManager.default.fileExists(atPath: dir + "/peer0.safetensors") else {
-            printError("error: --checkpoint \(checkpoint): no peer0.safetensors there (give a run directory or its checkpoints/epoch-E)")
+    }
+
+    func run() throws {
+        let cfg = try loadConfig(config, overrides: overrides)
+        let dir: RunDirectory.Checkpoint
+        do { dir = try RunDirectory.checkpoint(at: checkpoint) } catch let e as ConfigError {
+            printError("error: --checkpoint \(e.message)")
             throw ExitCode(2)
         }
-        cfg.output = NSTemporaryDirectory() + "distill-eval-unused"
         try runOnWorld { comm in
-            let trainer = try Trainer(config: cfg, comm: comm)
-            try trainer.loadWeights(from: dir)
-            let e = try trainer.evaluate()
-            if comm.rank == 0 {
-                if json {
-                    func list(_ v: [Float]) -> String { "[" + v.map { String(format: "%.6g", $0) }.joined(separator: ", ") + "]" }
-                    var parts = ["\"checkpoint\": \"\(dir)\"", "\"models\": [\(cfg.models.map { "\"\($0)\"" }.joined(separator: ", "))]",
-                                 "\"test_top1\": \(list(e.top1))", "\"test_top5\": \(list(e.top5))"]
-                    if let name = trainer.method.teacherName, let t1 = e.teacherTop1, let t5 = e.teacherTop5 {
-                        parts += ["\"teacher\": \"\(name)\"", String(format: "\"teacher_test_top1\": %.6g", t1), String(format: "\"teacher_test_top5\": %.6g", t5)]
-                    }
-                    print("{" + parts.joined(separator: ", ") + "}")
-                } else {
-                    print("\(dir) on \(cfg.dataset) test (\(cfg.testSubset > 0 ? "\(cfg.testSubset) images" : "all images")):")
-                    for (p, name) in cfg.models.enumerated() {
-                        print("  peer \(p)  " + name.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: "  top-1 %6.2f%%  top-5 %6.2f%%", 100 * e.top1[p], 100 * e.top5[p]))
-                    }
-                    if let name = trainer.method.teacherName, let t1 = e.teacherTop1, let t5 = e.teacherTop5 {
-                        print("  \(name)" + String(format: "  top-1 %6.2f%%  top-5 %6.2f%%", 100 * t1, 100 * t5))
-                    }
-                }
+            let x = try Experiment(config: cfg, comm: comm)
+            try x.loadWeights(from: dir)
+            let e = try x.evaluate()
+            guard comm.rank == 0 else { return }
+            let teacher = x.method.teacherName
+            if json {
+                let r = Report(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
+                               teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5)
+                print(String(decoding: try jsonLine(r), as: UTF8.self))
+                return
+            }
+            print("\(dir.path) on \(cfg.dataset) test (\(cfg.testSubset > 0 ? "\(cfg.testSubset) images" : "all images")):")
+            for (p, name) in cfg.models.enumerated() {
+                print("  peer \(p)  " + name.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: "  top-1 %6.2f%%  top-5 %6.2f%%", 100 * e.top1[p], 100 * e.top5[p]))
+            }
+            if let name = teacher, let t1 = e.teacherTop1, let t5 = e.teacherTop5 {
+                print("  \(name)" + String(format: "  top-1 %6.2f%%  top-5 %6.2f%%", 100 * t1, 100 * t5))
             }
         }
     }

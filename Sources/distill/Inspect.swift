@@ -1,7 +1,7 @@
 // `distill inspect FILE`: what a checkpoint holds.
 import ArgumentParser
 import Foundation
-import Training
+import TensorFiles
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(

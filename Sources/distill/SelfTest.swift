@@ -4,7 +4,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
-import Layers
+import Tensors
 
 struct SelfTest: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -95,61 +95,89 @@ struct SelfTestCollectives: ParsableCommand {
         MPICommunicator.finalize()
     }
 
-    /// Σ_r [Σ allGather(x)·C_r + Σ allReduceSum(x)²·D_r] on R ranks against the same objective in one process.
+    /// Σ_r [Σ allGather(x)·C_r + Σ allReduceSum(x)²·D_r] on R ranks against the same objective in one process,
+    /// and the collective rule: graphs whose ranks reach the collectives differently give the same gradients.
     func checkDifferentiable(_ comm: Communicator) throws -> [String] {
         let R = comm.size, me = comm.rank
         func x(_ r: Int) -> Tensor { Tensor(shape: [3, 4], values: (0..<12).map { value(40, r, $0) }) }
         func c(_ r: Int) -> Tensor { Tensor(shape: [R, 3, 4], values: (0..<(R * 12)).map { value(41, r, $0) }) }
         func dd(_ r: Int) -> Tensor { Tensor(shape: [3, 4], values: (0..<12).map { value(42, r, $0) * 0.1 }) }
-        // Distributed: each rank owns x_me and computes its own term.
-        let xm = x(me)
-        xm.requiresGrad = true
-        let g = try allGather(xm, on: comm), s = try allReduceSum(xm, on: comm)
-        let local = (g * c(me)).sum() + (s.square() * dd(me)).sum()
-        local.backward()
-        // One process: every x_r as a leaf, the whole objective.
-        let xs = (0..<R).map { r -> Tensor in let t = x(r); t.requiresGrad = true; return t }
-        let G = stack(xs), S = xs.dropFirst().reduce(xs[0]) { $0 + $1 }
-        let total = (0..<R).map { r in (G * c(r)).sum() + (S.square() * dd(r)).sum() }.reduce(Tensor(scalar: 0)) { $0 + $1 }
-        total.backward()
-        let want = xs[me].grad!.array, got = xm.grad!.array
-        let ok = zip(got, want).allSatisfy { abs($0 - $1) <= 1e-3 * max(1, abs($1)) }
-        return ok ? [] : ["differentiable collectives: gradient \(got.prefix(4)) vs one process \(want.prefix(4))"]
+        // Which collectives rank r's objective reads: all of them (0), only the gather (1), only the sum (2).
+        // Kind 3 reads both, the sum through a longer chain, so its graph reaches them in another order.
+        let objectives: [(String, (Int) -> Int)] = [("every rank reads both collectives", { _ in 0 }),
+                                                   ("rank 0 reads only the sum, the others only the gather", { $0 == 0 ? 2 : 1 }),
+                                                   ("ranks reach the collectives through different local shapes", { $0 % 2 == 0 ? 0 : 3 })]
+        func term(_ r: Int, kind: Int, g: Tensor, s: Tensor) -> Tensor {
+            let gather = (g * c(r)).sum(), sum = (s.square() * dd(r)).sum()
+            switch kind {
+            case 1: return gather
+            case 2: return sum
+            case 3: return (((s * 2).exp() * 0.01).sum() + sum) + gather
+            default: return gather + sum
+            }
+        }
+        var failures: [String] = []
+        for (what, kind) in objectives {
+            // Distributed: each rank owns x_me and computes its own term.
+            let xm = x(me)
+            xm.requiresGrad = true
+            let g = try allGather(xm, on: comm), s = try allReduceSum(xm, on: comm)
+            term(me, kind: kind(me), g: g, s: s).backward()
+            // One process: every x_r as a leaf, the whole objective.
+            let xs = (0..<R).map { r -> Tensor in let t = x(r); t.requiresGrad = true; return t }
+            let G = stack(xs), S = xs.dropFirst().reduce(xs[0]) { $0 + $1 }
+            (0..<R).map { r in term(r, kind: kind(r), g: G, s: S) }.reduce(Tensor(scalar: 0)) { $0 + $1 }.backward()
+            let want = xs[me].grad!.array, got = xm.grad?.array ?? [Float](repeating: 0, count: 12)
+            if !zip(got, want).allSatisfy({ abs($0 - $1) <= 1e-3 * max(1, abs($1)) }) {
+                failures.append("differentiable collectives (\(what)): gradient \(got.prefix(4)) vs one process \(want.prefix(4))")
+            }
+        }
+        return failures
     }
 
     func checkPlacementAndSync(_ comm: Communicator) throws -> [String] {
         let R = comm.size, me = comm.rank
         var failures: [String] = []
-        for peers in [R, 2 * R] {
+        // Divisible and uneven placements; values, and gradients of Σ_p w_{r,p}·peer_p against one process.
+        for peers in Set([R, 2 * R, R + 1, 2 * R + 1]).sorted() {
             let placement = try PeerPlacement(peers: peers, ranks: R, rank: me)
-            let local = placement.localPeers.map { p in Tensor(shape: [2, 3], values: (0..<6).map { value(50, p, $0) }) }
+            func peer(_ p: Int) -> Tensor { Tensor(shape: [2, 3], values: (0..<6).map { value(50, p, $0) }, requiresGrad: true) }
+            func weight(_ r: Int, _ p: Int) -> Float { Float((r * 7 + p * 3) % 5) - 2 }
+            let local = placement.localPeers.map(peer)
             let all = try placement.gatherPeers(local, on: comm)
             for p in 0..<peers where all[p].array != (0..<6).map({ value(50, p, $0) }) {
                 failures.append("gatherPeers: peer \(p) of \(peers) has \(all[p].array)")
             }
+            all.enumerated().map { ($0.element * weight(me, $0.offset)).sum() }.reduce(Tensor(scalar: 0)) { $0 + $1 }.backward()
+            for (k, p) in placement.localPeers.enumerated() {
+                let want = (0..<R).map { weight($0, p) }.reduce(0, +)
+                if local[k].grad?.array != [Float](repeating: want, count: 6) {
+                    failures.append("gatherPeers backward: peer \(p) of \(peers) on \(R) ranks has gradient \(local[k].grad?.array ?? []), expected \(want)")
+                }
+            }
         }
-        if R > 1, (try? PeerPlacement(peers: R + 1, ranks: R, rank: me)) != nil { failures.append("placement accepted \(R + 1) peers on \(R) ranks") }
-        // syncGradients: sum and mean over ranks; a parameter without a gradient receives the others' sum.
-        let a = Parameter(Tensor(shape: [3], values: [1, 2, 3])), b = Parameter(Tensor(shape: [2], values: [0, 0]))
-        a.value.grad = Tensor(shape: [3], values: [Float(me), 1, 2])
-        if me == 0 { b.value.grad = Tensor(shape: [2], values: [5, 6]) }
+        if R > 1, (try? PeerPlacement(peers: R - 1, ranks: R, rank: me)) != nil { failures.append("placement accepted \(R - 1) peers on \(R) ranks") }
+        // syncGradients: sum and mean over ranks; a tensor without a gradient receives the others' sum.
+        let a = Tensor(shape: [3], values: [1, 2, 3], requiresGrad: true), b = Tensor(shape: [2], values: [0, 0], requiresGrad: true)
+        a.grad = Tensor(shape: [3], values: [Float(me), 1, 2])
+        if me == 0 { b.grad = Tensor(shape: [2], values: [5, 6]) }
         gradientBucketFloats = 2  // force several buckets
-        try syncGradients([("a", a), ("b", b)], on: comm, mode: .sum)
+        try syncGradients([a, b], on: comm, mode: .sum)
         if a.grad!.array != [Float(R * (R - 1) / 2), Float(R), Float(2 * R)] || b.grad!.array != [5, 6] {
             failures.append("syncGradients(sum): \(a.grad!.array) \(b.grad!.array)")
         }
-        try syncGradients([("a", a)], on: comm, mode: .mean)
+        try syncGradients([a], on: comm, mode: .mean)
         if a.grad!.array != [Float(R * (R - 1) / 2), Float(R), Float(2 * R)] { failures.append("syncGradients(mean): \(a.grad!.array)") }
         gradientBucketFloats = 1 << 20
         // Replica checks: equal weights agree; a perturbed one on the last rank is named.
-        let w = Parameter(Tensor(shape: [4], values: [1, 2, 3, 4])), v = Parameter(Tensor(shape: [2], values: [7, 8]))
+        let w = Tensor(shape: [4], values: [1, 2, 3, 4]), v = Tensor(shape: [2], values: [7, 8])
         if try !checkReplicasAgree([("w", w), ("v", v)], on: comm).isEmpty { failures.append("replicas should agree") }
-        if me == R - 1 && R > 1 { v.value.data[1] += 1e-3 }
+        if me == R - 1 && R > 1 { v.data[1] += 1e-3 }
         let differ = try checkReplicasAgree([("w", w), ("v", v)], on: comm)
         if differ != (R > 1 ? ["v"] : []) { failures.append("checkReplicasAgree named \(differ)") }
-        // broadcastParameters makes them agree again.
-        try broadcastParameters([("w", w), ("v", v)], on: comm, root: 0)
-        if try !checkReplicasAgree([("w", w), ("v", v)], on: comm).isEmpty { failures.append("broadcastParameters") }
+        // broadcastValues makes them agree again.
+        try broadcastValues([w, v], on: comm, root: 0)
+        if try !checkReplicasAgree([("w", w), ("v", v)], on: comm).isEmpty { failures.append("broadcastValues") }
         return failures
     }
 }
@@ -177,7 +205,7 @@ struct SelfTestFailure: ParsableCommand {
                     }
                 }
                 let logits = Tensor(shape: [4, width], repeating: Float(comm.rank))
-                _ = try allGather(logits, on: comm)
+                _ = try withoutGradients { try allGather(logits, on: comm) }
                 var x: [Double] = [1]
                 try comm.allReduce(&x, op: .sum)
             }

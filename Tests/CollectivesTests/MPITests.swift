@@ -7,11 +7,8 @@ final class MPITests: XCTestCase {
     var mpirun: String!
 
     override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: distillBinary) else {
-            throw XCTSkip("\(distillBinary) is not built; run launch/test (it builds before testing)")
-        }
-        guard let m = which("mpirun") else { throw XCTSkip("mpirun not found (install openmpi-bin)") }
-        mpirun = m
+        try requirePrerequisites(.binary, .mpirun)
+        mpirun = which("mpirun") ?? "mpirun"
     }
 
     func testEveryCollectiveOnOneToFourRanks() {
@@ -85,7 +82,6 @@ final class LaunchRunTests: XCTestCase {
     }
 
     func testLocalJobThroughLaunchRun() throws {
-        guard which("mpirun") != nil else { throw XCTSkip("mpirun not found") }
         let r = runProcess(script, ["-np", "3", "--oversubscribe", "--", "selftest", "collectives"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("ok (3 ranks)"), r.output)

@@ -89,9 +89,8 @@ final class DatasetFormatTests: XCTestCase {
     }
 
     func testRealFashionMNISTWhenInstalled() throws {
-        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else {
-            throw XCTSkip("dataset-fashion-mnist is not installed")
-        }
+        XCTAssertEqual(DatasetCatalog.fashionMNISTDefaultPath, fashionMNISTPath)
+        try requirePrerequisites(.fashionMNIST)
         let train = try DatasetCatalog.load("fashion-mnist", split: .train)
         let test = try DatasetCatalog.load("fashion-mnist", split: .test)
         XCTAssertEqual(train.count, 60_000)

@@ -1,5 +1,8 @@
+import Collectives
 import Distillation
+import Layers
 import Models
+import Tensors
 import TestSupport
 import XCTest
 

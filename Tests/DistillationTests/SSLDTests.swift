@@ -1,5 +1,9 @@
+import Collectives
 import Distillation
 import Foundation
+import Layers
+import Models
+import Tensors
 import TestSupport
 import XCTest
 

@@ -1,4 +1,5 @@
 import Layers
+import Tensors
 import TestSupport
 import XCTest
 

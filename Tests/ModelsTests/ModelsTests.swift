@@ -1,4 +1,6 @@
+import Layers
 import Models
+import Tensors
 import TestSupport
 import XCTest
 

@@ -51,4 +51,50 @@ final class NormalizationTests: XCTestCase {
         }
         for k in 0..<3 { assertClose(grads[0][k], grads[1][k], rtol: 1e-4, atol: 1e-5, "fused input \(k)") }
     }
+
+    /// The kernels run 8 channels at a time with a scalar tail: 27 channels exercise both, against a plain
+    /// per-element reference in Double (forward, running statistics, and the three gradients), plain and fused.
+    func testWideChannelsAgainstScalarReference() {
+        let (N, H, W, C) = (3, 5, 7, 27)
+        let M = N * H * W, eps = 1e-5
+        let x = randomTensor([N, H, W, C], seed: 11, std: 2), dy = randomTensor([N, H, W, C], seed: 12)
+        let w = randomTensor([C], seed: 13).affine(scale: 0.5, shift: 1), b = randomTensor([C], seed: 14)
+        for fuse in [false, true] {
+            let rm = Tensor(zeros: [C]), rv = Tensor(shape: [C], repeating: 1)
+            for t in [x, w, b] { t.requiresGrad = true; t.zeroGrad() }
+            let y = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: true, fuseReLU: fuse)
+            (y * dy).sum().backward()
+            var wantY = [Float](repeating: 0, count: M * C), wantDX = wantY
+            var wantDW = [Float](repeating: 0, count: C), wantDB = wantDW, wantRM = wantDW, wantRV = wantDW
+            for c in 0..<C {
+                var mean = 0.0, v = 0.0
+                for r in 0..<M { mean += Double(x.data[r * C + c]) }
+                mean /= Double(M)
+                for r in 0..<M { let d = Double(x.data[r * C + c]) - mean; v += d * d }
+                let biased = v / Double(M), inv = 1 / (biased + eps).squareRoot()
+                wantRM[c] = Float(0.1 * mean)
+                wantRV[c] = Float(0.9 + 0.1 * v / Double(M - 1))
+                var g = [Double](repeating: 0, count: M), sumG = 0.0, sumGX = 0.0
+                for r in 0..<M {
+                    let xhat = (Double(x.data[r * C + c]) - mean) * inv
+                    let out = Double(w.data[c]) * xhat + Double(b.data[c])
+                    wantY[r * C + c] = Float(fuse ? max(out, 0) : out)
+                    g[r] = fuse && out <= 0 ? 0 : Double(dy.data[r * C + c])
+                    sumG += g[r]; sumGX += g[r] * xhat
+                }
+                wantDB[c] = Float(sumG); wantDW[c] = Float(sumGX)
+                for r in 0..<M {
+                    let xhat = (Double(x.data[r * C + c]) - mean) * inv
+                    wantDX[r * C + c] = Float(Double(w.data[c]) * inv * (g[r] - sumG / Double(M) - xhat * sumGX / Double(M)))
+                }
+            }
+            let tag = fuse ? "fused" : "plain"
+            assertClose(y.array, wantY, rtol: 1e-4, atol: 1e-5, "\(tag) output")
+            assertClose(rm.array, wantRM, rtol: 1e-5, atol: 1e-6, "\(tag) running mean")
+            assertClose(rv.array, wantRV, rtol: 1e-5, atol: 1e-6, "\(tag) running variance")
+            assertClose(x.grad!.array, wantDX, rtol: 1e-3, atol: 1e-5, "\(tag) input gradient")
+            assertClose(w.grad!.array, wantDW, rtol: 1e-4, atol: 1e-4, "\(tag) weight gradient")
+            assertClose(b.grad!.array, wantDB, rtol: 1e-4, atol: 1e-4, "\(tag) bias gradient")
+        }
+    }
 }

@@ -1,5 +1,6 @@
 // Running the built `distill` binary and launch scripts from integration tests.
 import Foundation
+import XCTest
 
 /// The package root (three levels above this file).
 public let packageRoot: String = {
@@ -89,4 +90,57 @@ public func which(_ name: String) -> String? {
         if FileManager.default.isExecutableFile(atPath: path) { return path }
     }
     return nil
+}
+
+/// What an integration test needs from the machine.
+public enum Prerequisite: CustomStringConvertible {
+    /// Debian's dataset-fashion-mnist.
+    case fashionMNIST
+    /// The release `distill` binary `launch/test` builds.
+    case binary
+    case mpirun
+    /// Root and iproute2, for network namespaces.
+    case namespaces
+
+    public var description: String {
+        switch self {
+        case .fashionMNIST: return "Fashion-MNIST at \(fashionMNISTPath) (Debian's dataset-fashion-mnist; launch/test installs it)"
+        case .binary: return "the release binary \(distillBinary) (launch/test builds it)"
+        case .mpirun: return "mpirun (Debian's openmpi-bin; launch/test installs it)"
+        case .namespaces: return "root and `ip` (iproute2) to create network namespaces"
+        }
+    }
+
+    var isMet: Bool {
+        switch self {
+        case .fashionMNIST: return FileManager.default.fileExists(atPath: fashionMNISTPath)
+        case .binary: return FileManager.default.isExecutableFile(atPath: distillBinary)
+        case .mpirun: return which("mpirun") != nil
+        case .namespaces: return getuid() == 0 && which("ip") != nil
+        }
+    }
+}
+
+/// Where Debian's package installs Fashion-MNIST (the same default the Datasets catalog uses; a test holds them equal).
+public let fashionMNISTPath = "/usr/share/datasets/fashion-mnist"
+
+/// Whether this is a CI run (`CI=true`), where a missing prerequisite is a failure, not a skip.
+public var isCI: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["CI"]?.lowercased() ?? "") }
+
+/// A prerequisite that CI must have and does not.
+public struct MissingPrerequisite: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Skips the test when a prerequisite is missing on a developer's machine; under CI (`CI=true`) fails it instead,
+/// so a missing install step cannot hide behind skipped tests.
+public func requirePrerequisites(_ needs: Prerequisite...) throws {
+    try requirePrerequisite(where: needs.first { !$0.isMet }.map { "missing \($0)" })
+}
+
+/// Skips (or under CI fails) with `reason` when it is not nil.
+public func requirePrerequisite(where reason: String?) throws {
+    guard let reason else { return }
+    if isCI { throw MissingPrerequisite(description: "CI=true and a prerequisite is missing: \(reason)") }
+    throw XCTSkip(reason)
 }

@@ -1,7 +1,11 @@
 import Collectives
 import Datasets
+import Distillation
 import Foundation
+import Layers
 import Models
+import TensorFiles
+import Tensors
 import TestSupport
 import Training
 import XCTest
@@ -45,22 +49,50 @@ final class ConfigTests: XCTestCase {
     func testKDConfig() throws {
         let c = try TrainConfig.load(packageRoot + "/configs/kd.yaml")
         XCTAssertEqual(c.method, "kd")
-        XCTAssertEqual(c.teacherModel, "resnet32")
-        XCTAssertEqual(c.temperature, 4)
-        XCTAssertEqual(c.alpha, 0.9, accuracy: 1e-7)
+        XCTAssertEqual(c.methodOptions.string("teacher_model"), "resnet32")
+        XCTAssertEqual(c.methodOptions.number("temperature"), 4)
+        XCTAssertEqual(c.methodOptions.number("alpha"), 0.9, accuracy: 1e-7)
         XCTAssertEqual(try TrainConfig.parse(c.yaml, source: "resolved"), c)
         let m = message { _ = try TrainConfig.parse("method:\n  name: kd\n", source: "x.yaml") }
-        XCTAssertTrue(m.contains("method kd needs method.teacher_model and method.teacher_checkpoint"), m)
+        XCTAssertTrue(m.contains("x.yaml: method kd needs method.teacher_model"), m)
         let a = message { _ = try TrainConfig.parse("method:\n  name: kd\n  alpha: 2\n", source: "x.yaml") }
         XCTAssertTrue(a.contains("method.alpha: expected a number in [0, 1]"), a)
         let n = message { _ = try TrainConfig.parse("method:\n  name: dml2\n", source: "x.yaml") }
-        XCTAssertTrue(n.contains("method.name: expected one of \(TrainConfig.methods.joined(separator: ", ")), got 'dml2'"), n)
-        let u = message { _ = try TrainConfig.parse("method:\n  name: kd\n  teacher_model: resnet8\n  teacher_checkpoint: t\n  unlabeled_dataset: mnist\n  unlabeled_per_batch: 8\n", source: "x.yaml") }
-        XCTAssertTrue(u.contains("only ssld trains on unlabeled images"), u)
+        XCTAssertTrue(n.contains("method.name: expected one of \(MethodRegistry.names.joined(separator: ", ")), got 'dml2'"), n)
+        let u = message { _ = try TrainConfig.parse("method:\n  name: kd\n  teacher_model: resnet8\n  teacher_checkpoint: t\ndataset:\n  unlabeled:\n    name: mnist\n    per_batch: 8\n", source: "x.yaml") }
+        XCTAssertTrue(u.contains("dataset.unlabeled: method kd learns from labels; only ssld train on unlabeled images"), u)
+        let k = message { _ = try TrainConfig.parse("method:\n  name: dml\n  rampup_epochs: 3\n", source: "x.yaml") }
+        XCTAssertTrue(k.contains("x.yaml: unknown key 'method.rampup_epochs' for method dml; expected one of: name, temperature"), k)
+        let v = message { _ = try TrainConfig.parse("method:\n  name: one\n  rampup_epochs: -1\n", source: "x.yaml") }
+        XCTAssertTrue(v.contains("x.yaml: method.rampup_epochs: expected an integer ≥ 0, got -1"), v)
         let s = try TrainConfig.load(packageRoot + "/configs/ssld.yaml")
         XCTAssertEqual(s.unlabeledDataset, "fashion-mnist")
         XCTAssertEqual(s.unlabeledPerBatch, 64)
         XCTAssertEqual(try TrainConfig.parse(s.yaml, source: "resolved"), s)
+    }
+
+    /// Every method's declared defaults fill its keys; the temperature defaults live in the method specs only.
+    func testMethodDefaultsComeFromTheRegistry() throws {
+        for spec in MethodRegistry.all {
+            var text = "method:\n  name: \(spec.name)\n"
+            if spec.key("teacher_model") != nil { text += "  teacher_model: resnet8\n  teacher_checkpoint: t.safetensors\n" }
+            let c = try TrainConfig.parse(text, source: "x.yaml")
+            for k in spec.keys { XCTAssertEqual(c.methodOptions.values[k.name], k.defaultValue ?? c.methodOptions.values[k.name], "\(spec.name).\(k.name)") }
+            XCTAssertEqual(try TrainConfig.parse(c.yaml, source: "resolved"), c, spec.name)
+        }
+        XCTAssertEqual(try TrainConfig.parse("method:\n  name: dml\n", source: "x").methodOptions.number("temperature"), 1)
+        XCTAssertEqual(try TrainConfig.parse("method:\n  name: one\n", source: "x").methodOptions.number("temperature"), 3)
+    }
+
+    /// Values YAML would misread if written unquoted survive the round trip through config.yaml.
+    func testResolvedYAMLRoundTripsValuesThatNeedQuoting() throws {
+        for output in ["on", "1e5", "runs/a: b", "null", "#x", "12"] {
+            var c = try TrainConfig.parse("optimizer:\n  weight_decay: 1e-5\n  lr: 0.1\n", source: "x")
+            c.output = output
+            let back = try TrainConfig.parse(c.yaml, source: "resolved")
+            XCTAssertEqual(back, c, "output '\(output)' in:\n\(c.yaml)")
+            XCTAssertEqual(back.output, output)
+        }
     }
 
     func testOverrides() throws {
@@ -77,9 +109,7 @@ final class ConfigTests: XCTestCase {
 
 final class TrainerTests: XCTestCase {
     func testShortRunWritesMetricsAndLoadableCheckpoints() throws {
-        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else {
-            throw XCTSkip("dataset-fashion-mnist is not installed")
-        }
+        try requirePrerequisites(.fashionMNIST)
         let out = NSTemporaryDirectory() + "distill-train-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
         var c = try TrainConfig.parse("", source: "test", overrides: [
@@ -92,23 +122,63 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(history.count, 2)
         XCTAssertEqual(history[1].testTop1?.count, 2)
         XCTAssertLessThan(history[1].loss[0], history[0].loss[0], "the loss falls")
-        XCTAssertNotEqual(trainer.models[0].namedParameters()[0].1.value.array, trainer.models[1].namedParameters()[0].1.value.array,
+        let models = trainer.experiment.models
+        XCTAssertNotEqual(models[0].namedParameters()[0].1.value.array, models[1].namedParameters()[0].1.value.array,
                           "peers start from their own (seed, peer) initialisation")
         let lines = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 2)
-        for key in ["\"epoch\": 2", "\"lr\"", "\"loss\"", "\"terms\": {\"ce\"", "\"train_top1\"", "\"train_top5\"", "\"test_top1\"", "\"test_top5\"", "\"images_per_second\"",
-                    "\"communication_seconds\""] {
-            XCTAssertTrue(lines[1].contains(key), "\(key) in \(lines[1])")
-        }
+        let last = try JSONDecoder().decode(EpochMetrics.self, from: Data(lines[1].utf8))
+        XCTAssertEqual(last.epoch, 2)
+        XCTAssertEqual(last.loss.count, 2)
+        XCTAssertNotNil(last.terms["ce"])
+        XCTAssertEqual(last.trainTop5.count, 2)
+        XCTAssertEqual(last.testTop1, history[1].testTop1)
+        XCTAssertNotNil(ISO8601DateFormatter().date(from: last.time), "a wall-clock timestamp: \(last.time)")
+        XCTAssertGreaterThan(last.imagesPerSecond, 0)
         XCTAssertEqual(try TrainConfig.load(out + "/config.yaml"), c, "config.yaml holds the resolved config")
         var g = Generator(seed: 9)
         let reloaded = try ModelZoo.make("resnet8", classes: 10, inChannels: 1, generator: &g)
         try reloaded.loadSafeTensors(from: out + "/checkpoints/epoch-2/peer1.safetensors")
-        XCTAssertEqual(reloaded.namedState().map { $0.1.value.array }, trainer.models[1].namedState().map { $0.1.value.array })
+        XCTAssertEqual(reloaded.namedState().map { $0.1.value.array }, models[1].namedState().map { $0.1.value.array })
+    }
+
+    /// A loss that turns non-finite stops the run at that step, naming it; the last checkpoint stays intact.
+    func testNonFiniteLossStopsTheRunAndKeepsTheCheckpoint() throws {
+        try requirePrerequisites(.fashionMNIST)
+        let out = NSTemporaryDirectory() + "distill-nan-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        // Epoch 1 trains normally; from epoch 2 the learning rate is 1e11 and the loss overflows within steps.
+        var c = try TrainConfig.parse("", source: "test", overrides: [
+            "epochs=2", "batch_size=64", "dataset.train_subset=640", "dataset.test_subset=64", "model=resnet8",
+            "schedule.name=multistep", "schedule.milestones=[1]", "schedule.gamma=1e12", "optimizer.lr=0.1"])
+        c.output = out
+        let trainer = try Trainer(config: c, comm: try MPICommunicator.world())
+        trainer.report = { _ in }
+        var message = ""
+        do { try trainer.run() } catch { message = "\(error)" }
+        XCTAssertTrue(message.contains("non-finite loss at epoch 2, step "), message)
+        XCTAssertTrue(message.contains("peer 0 (resnet8) loss") || message.contains("ce = "), message)
+        let state = try RunDirectory(out).readState()
+        XCTAssertEqual(state.epoch, 1, "the epoch-1 checkpoint is still the committed one")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: RunDirectory(out).checkpoint(epoch: 1).peer(0)))
+        let lines = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 1)
+    }
+
+    /// Metrics lines are valid JSON whatever the values.
+    func testMetricsLinesAreValidJSONForNonFiniteValues() throws {
+        var m = EpochMetrics()
+        m.loss = [.nan, .infinity]
+        m.terms = ["k\"l\n": -.infinity]
+        m.teacher = "a \"quoted\" name"
+        let line = try jsonLine(m)
+        let object = try JSONSerialization.jsonObject(with: line) as? [String: Any]
+        XCTAssertEqual(object?["loss"] as? [String], ["nan", "inf"], String(decoding: line, as: UTF8.self))
+        XCTAssertEqual(object?["teacher"] as? String, "a \"quoted\" name")
     }
 
     func testCommandLineExitCodes() throws {
-        guard FileManager.default.isExecutableFile(atPath: distillBinary) else { throw XCTSkip("binary not built") }
+        try requirePrerequisites(.binary)
         let missing = runProcess(distillBinary, ["train", "/nonexistent.yaml"])
         XCTAssertEqual(missing.status, 2)
         XCTAssertTrue(missing.output.contains("no such config file"), missing.output)

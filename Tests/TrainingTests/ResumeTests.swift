@@ -1,6 +1,12 @@
 import Datasets
+import Distillation
 import Foundation
+import Layers
+import Models
+import TensorFiles
+import Tensors
 import TestSupport
+import Training
 import XCTest
 
 /// A run killed with SIGKILL after its first checkpoint and resumed ends with exactly the weights of an
@@ -9,10 +15,7 @@ final class ResumeTests: XCTestCase {
     var dir = ""
 
     override func setUpWithError() throws {
-        guard FileManager.default.fileExists(atPath: DatasetCatalog.fashionMNISTDefaultPath) else {
-            throw XCTSkip("dataset-fashion-mnist is not installed")
-        }
-        guard FileManager.default.isExecutableFile(atPath: distillBinary) else { throw XCTSkip("binary not built") }
+        try requirePrerequisites(.fashionMNIST, .binary, .mpirun)
         dir = NSTemporaryDirectory() + "distill-resume-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     }
@@ -47,8 +50,7 @@ final class ResumeTests: XCTestCase {
         kill(p.processIdentifier, SIGKILL)
         if ranks > 1 { _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", dir + "/killed"]) }
         p.waitUntilExit()
-        let stateText = (try? String(contentsOfFile: state, encoding: .utf8)) ?? ""
-        XCTAssertTrue(stateText.contains("\"epoch\": 1"), "killed after the first checkpoint: \(stateText)")
+        XCTAssertEqual(try RunDirectory(dir + "/killed").readState().epoch, 1, "killed after the first checkpoint")
         let (_, resumeArgs) = command(ranks, dir + "/killed", resume: true)
         let b = runProcess(exe, resumeArgs, timeout: 300)
         XCTAssertEqual(b.status, 0, b.output)
@@ -67,7 +69,6 @@ final class ResumeTests: XCTestCase {
     func testResumeOnOneRank() throws { try check(ranks: 1) }
 
     func testResumeOnTwoRanks() throws {
-        guard which("mpirun") != nil else { throw XCTSkip("mpirun not found") }
         try check(ranks: 2)
     }
 }

@@ -1,5 +1,9 @@
+import Distillation
 import Foundation
+import Layers
 import Models
+import TensorFiles
+import Tensors
 import TestSupport
 import Training
 import XCTest
@@ -49,18 +53,24 @@ final class SafeTensorsTests: XCTestCase {
         let r8 = try ModelZoo.make("resnet8", classes: 10, generator: &g)
         let path = dir + "/r8.safetensors"
         try r8.saveSafeTensors(to: path)
+        func state(_ m: Classifier) -> [[Float]] { m.namedState().map { $0.1.value.array } }
         let wrongShape = try ModelZoo.make("resnet8", classes: 100, generator: &g)
+        let wrongBefore = state(wrongShape)
         let m = message { try wrongShape.loadSafeTensors(from: path) }
         XCTAssertTrue(m.contains("fc.weight") && m.contains("[10, 64]") && m.contains("[100, 64]"), m)
         let bigger = try ModelZoo.make("resnet14", classes: 10, generator: &g)
+        let biggerBefore = state(bigger)
         let m2 = message { try bigger.loadSafeTensors(from: path) }
         XCTAssertTrue(m2.contains("missing tensor 'layer1.1.conv1.weight'"), m2)
         let smallerPath = dir + "/r14.safetensors"
         try bigger.saveSafeTensors(to: smallerPath)
+        let r8Before = state(r8)
         let m3 = message { try r8.loadSafeTensors(from: smallerPath) }
         XCTAssertTrue(m3.contains("unexpected tensor 'layer1.1.conv1.weight'"), m3)
-        let before = wrongShape.namedState().map { $0.1.value.array }
-        XCTAssertEqual(before, wrongShape.namedState().map { $0.1.value.array }, "a failed load changes nothing")
+        // A failed load changes nothing: each model holds what it held before the load.
+        XCTAssertEqual(state(wrongShape), wrongBefore, "a load failing on a shape changes nothing")
+        XCTAssertEqual(state(bigger), biggerBefore, "a load failing on a missing tensor changes nothing")
+        XCTAssertEqual(state(r8), r8Before, "a load failing on an unexpected tensor changes nothing")
     }
 
     func testMalformedHeaders() {

@@ -1,4 +1,5 @@
-// safetensors files: the checkpoint format PyTorch users load with `safetensors.torch.load_file`.
+// safetensors files (the TensorFiles target: how modules are stored, below the methods that load teachers and
+// the trainer that writes checkpoints): the checkpoint format PyTorch users load with `safetensors.torch.load_file`.
 //   [8-byte little-endian header length N][N bytes of JSON header][data]
 //   header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {..}}
 // The reader treats every file as untrusted: the header length is bounded and inside the file, the header is
@@ -259,6 +260,15 @@ extension Module {
         }
         for (name, p) in state where p.value.count > 0 {
             byName[name]!.values.withUnsafeBufferPointer { p.value.data.update(from: $0.baseAddress!, count: $0.count) }
+        }
+    }
+}
+
+extension SafeTensors {
+    /// Writes float32 tensors under their names.
+    public static func write(named tensors: [(String, Tensor)], metadata: [String: String] = [:], to path: String) throws {
+        try withBuffers(tensors.map { $0.1 }) { b in
+            try write(zip(tensors, b).map { ($0.0, $0.1.shape, $1, .F32) }, metadata: metadata, to: path)
         }
     }
 }

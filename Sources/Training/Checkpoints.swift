@@ -1,0 +1,96 @@
+// Saving and restoring an experiment's state in a run directory's checkpoints (the layout is RunDirectory's):
+// each rank writes its peers' files, rank 0 the replicated ones, and state.json is written last as the commit
+// point. Restoring loads weights, buffers, per-peer modules and state, and every momentum buffer, so a resumed
+// run ends with the same weights, bit for bit, as an uninterrupted one on the same ranks and threads.
+import Collectives
+import Distillation
+import Foundation
+import Layers
+import TensorFiles
+import Tensors
+
+extension Experiment {
+    /// Momentum buffers whose optimiser names start with `prefix`, with the prefix removed (or kept).
+    func momentum(prefix: String, strip: Bool) -> [(String, Tensor)] {
+        optimizer.parameters.compactMap { name, _ in
+            guard name.hasPrefix(prefix), let b = optimizer.momentumBuffers[name] else { return nil }
+            return (strip ? String(name.dropFirst(prefix.count)) : name, b)
+        }
+    }
+
+    /// Writes epoch `epoch`'s checkpoint and commits it. Every rank calls it.
+    func save(epoch: Int, to run: RunDirectory) throws {
+        let dir = run.checkpoint(epoch: epoch)
+        try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
+        if peerComm.size > 1 && !replicated.isEmpty {
+            // A periodic check that the replicated stem and modules have not drifted apart.
+            let others = methodState.namedState().map { ("method." + $0.0, $0.1) }
+            let drifted = try cohort.stem.map { try $0.driftedReplicas(others) }
+                ?? checkReplicasAgree(others.map { ($0.0, $0.1.value) }, on: peerComm)
+            guard drifted.isEmpty else {
+                throw MethodError("replicated parameters differ across ranks at epoch \(epoch): \(drifted.prefix(5).joined(separator: ", "))")
+            }
+        }
+        cohort.stem?.copyIntoPeers()
+        let meta = ["epoch": "\(epoch)", "method": method.name]
+        if writesPeers {
+            for (k, p) in placement.localPeers.enumerated() {
+                try models[k].saveSafeTensors(to: dir.peer(p), metadata: meta.merging(["model": config.models[p], "peer": "\(p)"]) { $1 })
+                try SafeTensors.write(named: momentum(prefix: "peer\(p).", strip: true), metadata: meta, to: dir.peerOptimizer(p))
+                if let module = method.peerModule(k) { try module.saveSafeTensors(to: dir.peerModule(p), metadata: meta) }
+                if let extra = method.peerExtraState(k) { try extra.saveSafeTensors(to: dir.peerExtra(p), metadata: meta) }
+            }
+        }
+        if isLeader {
+            if !method.modules.isEmpty { try methodState.saveSafeTensors(to: dir.method, metadata: meta) }
+            if !replicated.isEmpty {
+                try SafeTensors.write(named: momentum(prefix: "stem.", strip: false) + momentum(prefix: "method.", strip: false),
+                                      metadata: meta, to: dir.sharedOptimizer)
+            }
+        }
+        try world.barrier()  // every rank's files are in place before the state names them
+        if isLeader { try run.commit(CheckpointState(epoch: epoch, peers: placement.peers, ranks: world.size, threads: Threads.count)) }
+        try world.barrier()
+    }
+
+    /// Loads the weights of a checkpoint into the local peers and the method's modules.
+    public func loadWeights(from dir: RunDirectory.Checkpoint) throws {
+        for (k, p) in placement.localPeers.enumerated() {
+            try models[k].loadSafeTensors(from: dir.peer(p))
+            if let module = method.peerModule(k) { try module.loadSafeTensors(from: dir.peerModule(p)) }
+            if let extra = method.peerExtraState(k) { try extra.loadSafeTensors(from: dir.peerExtra(p)) }
+        }
+        if !method.modules.isEmpty { try methodState.loadSafeTensors(from: dir.method) }
+    }
+
+    /// Loads momentum buffers from a file into the optimiser under `prefix` + name, checking every shape.
+    func loadMomentum(from path: String, prefix: String) throws {
+        let (tensors, _) = try SafeTensors.read(path)
+        let shapes = Dictionary(uniqueKeysWithValues: optimizer.parameters.map { ($0.0, $0.1.value.shape) })
+        for (name, t) in tensors {
+            guard let shape = shapes[prefix + name], shape == t.shape else {
+                throw ConfigError("cannot resume: \(path) has '\(name)' \(t.shape), the model does not")
+            }
+            optimizer.momentumBuffers[prefix + name] = Tensor(shape: shape, values: t.values)
+        }
+    }
+
+    /// Loads the last checkpoint of `run` into the local peers and optimisers; returns the epoch to continue from.
+    func restore(from run: RunDirectory) throws -> Int {
+        var saved = try run.savedConfig()
+        saved.epochs = config.epochs
+        guard saved == config else {
+            throw ConfigError("cannot resume: the config differs from the run's \(run.config) (only epochs may change)")
+        }
+        let state = try run.readState()
+        guard state.peers == placement.peers else {
+            throw ConfigError("cannot resume: the checkpoint has \(state.peers) peers, the config \(placement.peers)")
+        }
+        let dir = run.checkpoint(epoch: state.epoch)
+        try loadWeights(from: dir)
+        optimizer.momentumBuffers = [:]
+        for p in placement.localPeers { try loadMomentum(from: dir.peerOptimizer(p), prefix: "peer\(p).") }
+        if !replicated.isEmpty { try loadMomentum(from: dir.sharedOptimizer, prefix: "") }
+        return state.epoch
+    }
+}
