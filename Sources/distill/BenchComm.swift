@@ -2,6 +2,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Training
 import Tensors
 
 struct BenchComm: ParsableCommand {
@@ -49,7 +50,7 @@ struct BenchComm: ParsableCommand {
         results.append(("allgather_logits_us", ag * 1e6, "allgather 128×100 logits, µs"))
         if comm.rank == 0 {
             if json {
-                print("{\"ranks\": \(comm.size), " + results.map { "\"\($0.0)\": \(String(format: "%.3f", $0.1))" }.joined(separator: ", ") + "}")
+                try printJSON(Dictionary(uniqueKeysWithValues: results.map { ($0.0, $0.1) }).merging(["ranks": Double(comm.size)]) { $1 })
             } else {
                 print("\(comm.size) ranks")
                 for (_, v, label) in results { print(label.padding(toLength: 40, withPad: " ", startingAt: 0) + String(format: "%12.3f", v)) }

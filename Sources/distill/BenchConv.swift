@@ -1,6 +1,7 @@
 // `distill bench conv`: GFLOP/s of the convolution kernels on the distinct layer shapes of a CIFAR ResNet.
 import ArgumentParser
 import Foundation
+import Training
 import Layers
 import Models
 import Tensors
@@ -77,7 +78,7 @@ struct BenchConv: ParsableCommand {
         }
         results.append(("all_gflops", totalFlops / totalSeconds / 1e9))
         if json {
-            print("{" + results.map { "\"\($0.0)\": \(String(format: "%.2f", $0.1))" }.joined(separator: ", ") + "}")
+            try printJSON(Dictionary(uniqueKeysWithValues: results))
         } else {
             print(String(format: "all shapes, forward + backward: %.1f GFLOP/s", totalFlops / totalSeconds / 1e9))
         }

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
+import Training
 import Tensors
 
 struct BenchData: ParsableCommand {
@@ -42,7 +43,7 @@ struct BenchData: ParsableCommand {
         }
         let c = measure(cifar, .cifar), f = measure(fmnist, .fashionMNIST)
         if json {
-            print(String(format: "{\"cifar_loader_ips\": %.0f, \"fmnist_loader_ips\": %.0f}", c, f))
+            try printJSON(["cifar_loader_ips": c.rounded(), "fmnist_loader_ips": f.rounded()])
         } else {
             print(String(format: "CIFAR-shaped loader, batch %d, crop+flip:        %10.0f images/s", batch, c))
             print(String(format: "Fashion-MNIST loader (%@), batch %d:  %10.0f images/s", fmnistSource, batch, f))

@@ -1,6 +1,7 @@
 // `distill bench engine`: sgemm throughput, and training / inference images per second of CIFAR ResNets.
 import ArgumentParser
 import Foundation
+import Training
 import Layers
 import Models
 import Tensors
@@ -63,10 +64,7 @@ struct BenchEngine: ParsableCommand {
                        "\(name) inference images/s, batch \(batch), \(t) thread(s)")
             }
         }
-        if json {
-            let body = results.map { "\"\($0.0)\": \(String(format: "%.2f", $0.1))" }.joined(separator: ", ")
-            print("{\(body)}")
-        }
+        if json { try printJSON(Dictionary(uniqueKeysWithValues: results)) }
     }
 
     func makeModel(_ name: String) throws -> (Classifier, Tensor, [Int]) {

@@ -73,7 +73,7 @@ struct BenchStep: ParsableCommand {
                 let r = Report(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
                                batch: batch, steps: steps, stepMsMean: 1000 * mean, stepMsMedian: 1000 * median,
                                imagesPerSecond: ips, communicationShare: share[0], peakRssMib: memory)
-                print(String(decoding: try jsonLine(r), as: UTF8.self))
+                try printJSON(r)
                 return
             }
             print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")

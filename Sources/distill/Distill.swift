@@ -58,6 +58,9 @@ struct Bench: ParsableCommand {
 }
 
 
+/// Prints one JSON object on a line (through the encoder every JSON output of the project uses).
+func printJSON<T: Encodable>(_ value: T) throws { print(String(decoding: try jsonLine(value), as: UTF8.self)) }
+
 /// Loads an experiment config; a config error prints its message and exits with code 2.
 func loadConfig(_ path: String, overrides: [String]) throws -> TrainConfig {
     do { return try TrainConfig.load(path, overrides: overrides) } catch let e as ConfigError {

@@ -55,7 +55,7 @@ struct Eval: ParsableCommand {
             if json {
                 let r = Report(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
                                teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5)
-                print(String(decoding: try jsonLine(r), as: UTF8.self))
+                try printJSON(r)
                 return
             }
             print("\(dir.path) on \(cfg.dataset) test (\(cfg.testSubset > 0 ? "\(cfg.testSubset) images" : "all images")):")
