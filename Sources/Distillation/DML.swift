@@ -47,8 +47,8 @@ public final class DML: DistillationMethod {
                           teacherLogits: meanLogits(all))
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let logits = cohort.logits(x)
-        return (logits, meanLogits(try cohort.gatherDetached(logits)))
+        return Predictions(peers: logits, teacher: meanLogits(try cohort.gatherDetached(logits)))
     }
 }

@@ -94,8 +94,8 @@ public final class FFL: DistillationMethod {
                                   "kl_ensemble_to_fused": klF.item * cohort.sharedScale], teacherLogits: target)
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let (logits, fused) = try forward(Array(repeating: x, count: cohort.models.count), cohort: cohort)
-        return (logits, fused)
+        return Predictions(peers: logits, teacher: fused)
     }
 }

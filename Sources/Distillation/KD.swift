@@ -72,7 +72,7 @@ public final class KDMethod: DistillationMethod {
                           teacherLogits: teacherLogits)
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
-        (cohort.logits(x), teacher.logits(x))
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
+        Predictions(peers: cohort.logits(x), teacher: teacher.logits(x))
     }
 }

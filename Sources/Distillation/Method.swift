@@ -94,6 +94,20 @@ public struct StepResult {
     }
 }
 
+/// What a method predicts for an evaluation batch on one rank.
+public struct Predictions {
+    /// The local peers' logits, in local order.
+    public var peers: [Tensor]
+    /// The teacher's logits (identical on every rank), or nil when the method has none.
+    public var teacher: Tensor?
+    /// Further named predictions hosted on this rank (names from `extraNames`), such as CSS's single branches.
+    public var extra: [String: Tensor]
+
+    public init(peers: [Tensor], teacher: Tensor? = nil, extra: [String: Tensor] = [:]) {
+        self.peers = peers; self.teacher = teacher; self.extra = extra
+    }
+}
+
 /// A distillation method: how a cohort's loss is built from one batch, and what its teacher predicts.
 public protocol DistillationMethod: AnyObject {
     /// The config name (`method.name`).
@@ -111,7 +125,9 @@ public protocol DistillationMethod: AnyObject {
     /// Builds this rank's share of the objective for a batch (training mode, on the tape).
     func step(_ input: StepInput, cohort: Cohort) throws -> StepResult
     /// Evaluation-mode logits of the local peers and of the teacher (identical on every rank) for a batch.
-    func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?)
+    func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions
+    /// Names of the further predictions `evaluate` reports for a cohort of `peers`, the same on every rank.
+    func extraNames(peers: Int) -> [String]
     /// Runs once the cohort is in place (a shared stem set), before training or restoring.
     func start(cohort: Cohort)
     /// Runs after each optimiser step (temporal means); `step` counts the steps taken.
@@ -127,6 +143,7 @@ extension DistillationMethod {
     public var sharesStem: Bool { false }
     public var augmentsPerPeer: Bool { false }
     public var teacherName: String? { nil }
+    public func extraNames(peers: Int) -> [String] { [] }
     public func start(cohort: Cohort) {}
     public func afterStep(cohort: Cohort, step: Int) {}
     public func peerModule(_ k: Int) -> Module? { nil }
@@ -183,8 +200,8 @@ public final class Independent: DistillationMethod {
         return StepResult(objective: total, peerLogits: logits, peerLoss: values, terms: ["ce": values.reduce(0, +)])
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
-        (cohort.logits(x), nil)
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
+        Predictions(peers: cohort.logits(x))
     }
 }
 

@@ -80,9 +80,9 @@ public final class OKDDip: DistillationMethod {
                           terms: ["ce": ce, "kl_peers": klPeers, "kl_leader": klLeader], teacherLogits: ensemble.detached())
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let (logits, _) = forward(x, cohort: cohort)
         let all = try cohort.gatherDetached(logits)
-        return (logits, meanLogits(Array(all.dropLast())))
+        return Predictions(peers: logits, teacher: meanLogits(Array(all.dropLast())))
     }
 }

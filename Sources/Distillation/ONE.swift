@@ -66,9 +66,9 @@ public final class ONE: DistillationMethod {
                           terms: ["ce": p.ce, "ce_ensemble": ceE.item * cohort.sharedScale, "kl": p.kl], teacherLogits: target)
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let (h, features) = cohort.sharedStemFeatures(x)
         let logits = zip(cohort.models, features).map { $0.head($1) }
-        return (logits, ensemble(gate(h), try cohort.gatherDetached(logits)))
+        return Predictions(peers: logits, teacher: ensemble(gate(h), try cohort.gatherDetached(logits)))
     }
 }

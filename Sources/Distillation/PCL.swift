@@ -103,9 +103,9 @@ public final class PCL: DistillationMethod {
                           teacherLogits: target)
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> (peers: [Tensor], teacher: Tensor?) {
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let features = cohort.features(Array(repeating: x, count: cohort.models.count))
         let pooled = try cohort.gatherDetached(features.map { globalAvgPool($0) })
-        return (meanTeachers.map { $0(x) }, ensembleFC(concat(pooled, axis: 1)))
+        return Predictions(peers: meanTeachers.map { $0(x) }, teacher: ensembleFC(concat(pooled, axis: 1)))
     }
 }

@@ -149,11 +149,15 @@ public struct MethodSpec {
     public let labelFree: Bool
     /// Builds the method; `generator` initialises its replicated modules (the same on every rank).
     public let make: (MethodContext, inout Generator) throws -> DistillationMethod
+    /// Builds peer p's network when the method has networks of its own (CSS's multi-branch networks); nil: the
+    /// model zoo's `models[p]`. `generator` is seeded by (seed, peer), so the weights do not depend on placement.
+    public let makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)?
 
     public init(name: String, summary: String, keys: [OptionKey] = [], dataParallel: Bool = false, labelFree: Bool = false,
+                makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)? = nil,
                 make: @escaping (MethodContext, inout Generator) throws -> DistillationMethod) {
         self.name = name; self.summary = summary; self.keys = keys; self.dataParallel = dataParallel
-        self.labelFree = labelFree; self.make = make
+        self.labelFree = labelFree; self.makePeer = makePeer; self.make = make
     }
 
     /// The key named `name`, if the method has one.
@@ -181,6 +185,7 @@ public enum MethodRegistry {
         OKDDip.spec,
         PCL.spec,
         FFL.spec,
+        CSS.spec,
     ]
 
     public static var names: [String] { all.map(\.name) }

@@ -84,15 +84,18 @@ public struct CosineLR: LRSchedule {
     }
 }
 
-/// Linear warm-up in front of another schedule: the factor rises from `startFactor` to 1 over
-/// `warmupEpochs` (fractional epochs, so it ramps per step), then `inner` applies unchanged.
+/// Warm-up in front of another schedule, over `warmupEpochs`, then `inner` applies unchanged:
+///   linear: the factor rises from `startFactor` to 1 over fractional epochs (it ramps every step);
+///   stepwise: lr = base·(e + 1)/W in whole epoch e < W, held through the epoch (CSS's official
+///             `adjust_learning_rate_warmup`: 0.2, 0.4, …, 1 × lr over 5 epochs), where base is `inner`'s value.
 public struct WarmupLR: LRSchedule {
-    public let inner: LRSchedule, warmupEpochs: Double, startFactor: Float
-    public init(_ inner: LRSchedule, warmupEpochs: Double, startFactor: Float = 0.1) {
-        self.inner = inner; self.warmupEpochs = warmupEpochs; self.startFactor = startFactor
+    public let inner: LRSchedule, warmupEpochs: Double, startFactor: Float, stepwise: Bool
+    public init(_ inner: LRSchedule, warmupEpochs: Double, startFactor: Float = 0.1, stepwise: Bool = false) {
+        self.inner = inner; self.warmupEpochs = warmupEpochs; self.startFactor = startFactor; self.stepwise = stepwise
     }
     public func lr(epoch: Double) -> Float {
         guard epoch < warmupEpochs else { return inner.lr(epoch: epoch) }
+        if stepwise { return inner.lr(epoch: epoch) * Float((epoch.rounded(.down) + 1) / warmupEpochs.rounded(.up)) }
         let t = Float(epoch / warmupEpochs)
         return inner.lr(epoch: epoch) * (startFactor + (1 - startFactor) * t)
     }

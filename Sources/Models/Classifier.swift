@@ -18,9 +18,12 @@ public protocol Classifier: Module {
     var numClasses: Int { get }
     /// Names of the child modules that make up the stem (their state-dict prefixes).
     var stemModuleNames: [String] { get }
+    /// Names of the child modules that make up the head (the classifier after pooling).
+    var headModuleNames: [String] { get }
 }
 
 extension Classifier {
+    public var headModuleNames: [String] { ["fc"] }
     /// Logits for a channels-last batch [N, H, W, C].
     public func callAsFunction(_ x: Tensor) -> Tensor { head(branch(stem(x))) }
     /// Final feature map for a batch.
@@ -41,7 +44,7 @@ public enum ModelError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unknownModel(let name):
-            return "unknown model '\(name)'; expected one of: \(ModelZoo.names.joined(separator: ", ")) (or wrnD_K, e.g. wrn28_10)"
+            return "unknown model '\(name)'; expected one of: \(ModelZoo.names.joined(separator: ", ")) (or resnetD with D = 6n+2, resnetDb with D = 9n+2 for bottleneck blocks, wrnD_K, e.g. wrn28_10)"
         }
     }
 }
@@ -49,7 +52,8 @@ public enum ModelError: Error, CustomStringConvertible {
 public enum ModelZoo {
     /// Built-in model names.
     public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                               "resnet8x4", "resnet32x4", "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2"]
+                               "resnet8x4", "resnet32x4", "resnet20b", "resnet56b", "resnet110b", "resnet164b",
+                               "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2"]
 
     /// Builds a model by name for `inChannels`-channel images and `classes` outputs, initialised from `generator`.
     public static func make(_ name: String, classes: Int, inChannels: Int = 3,
@@ -59,6 +63,9 @@ public enum ModelZoo {
             var spec = String(lower.dropFirst("resnet".count))
             var widths = [16, 16, 32, 64]
             if spec.hasSuffix("x4") { spec.removeLast(2); widths = [32, 64, 128, 256] }
+            if spec.hasSuffix("b"), let depth = Int(spec.dropLast()), depth >= 11, (depth - 2) % 9 == 0, widths[0] == 16 {
+                return CIFARResNet(depth: depth, widths: widths, bottleneck: true, classes: classes, inChannels: inChannels, generator: &g)
+            }
             guard let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0 else { throw ModelError.unknownModel(name) }
             return CIFARResNet(depth: depth, widths: widths, classes: classes, inChannels: inChannels, generator: &g)
         }

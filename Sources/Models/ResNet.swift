@@ -1,6 +1,10 @@
 // CIFAR ResNets (He et al. 2016, §4.2) as the widely used PyTorch definitions name them: conv1/bn1, three stages
-// layer1..3 of BasicBlocks, 1×1-conv + BN projection shortcuts (`downsample.0`, `downsample.1`) where the shape
-// changes, global average pool, `fc`. depth = 6n + 2. widths [16, 16, 32, 64]; the "x4" variants [32, 64, 128, 256].
+// layer1..3, 1×1-conv + BN projection shortcuts (`downsample.0`, `downsample.1`) where the shape changes, global
+// average pool, `fc`.
+//   BasicBlock networks ("resnetD"): depth = 6n + 2, widths [16, 16, 32, 64]; the "x4" variants [32, 64, 128, 256].
+//   Bottleneck networks ("resnetDb"): depth = 9n + 2, stages of n Bottleneck blocks (1×1, 3×3, 1×1 convolutions,
+//   expansion 4) with 16, 32, 64 planes, so 64, 128, 256 output channels: the deep CIFAR ResNets of ONE, OKDDip,
+//   CSS and MCL-OKD (`ResNet(Bottleneck, [n, n, n])`; their "resnet110" is resnet110b here, their "resnet56" resnet56b).
 // stem = conv1·bn1·relu·layer1·layer2, branch = layer3, head = pool·fc.
 import Layers
 import Tensors
@@ -38,6 +42,42 @@ public final class BasicBlock: Layer {
     }
 }
 
+/// out = relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)); conv1 and conv3 are 1×1, conv2 is
+/// 3×3 with the stride; `planes` inner channels, 4·planes out.
+public final class Bottleneck: Layer {
+    public static let expansion = 4
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
+    public let downsample: Sequential?
+    public var isTraining = true
+
+    public init(_ inPlanes: Int, _ planes: Int, stride: Int, generator g: inout Generator) {
+        let out = planes * Bottleneck.expansion
+        conv1 = Conv2d(inPlanes, planes, kernelSize: 1, generator: &g)
+        bn1 = BatchNorm2d(planes)
+        conv2 = Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, generator: &g)
+        bn2 = BatchNorm2d(planes)
+        conv3 = Conv2d(planes, out, kernelSize: 1, generator: &g)
+        bn3 = BatchNorm2d(out)
+        if stride != 1 || inPlanes != out {
+            downsample = Sequential([Conv2d(inPlanes, out, kernelSize: 1, stride: stride, generator: &g), BatchNorm2d(out)])
+        } else {
+            downsample = nil
+        }
+    }
+
+    public var children: [(String, Module)] {
+        var c: [(String, Module)] = [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), ("conv3", conv3), ("bn3", bn3)]
+        if let d = downsample { c.append(("downsample", d)) }
+        return c
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = bn2.forward(conv2(bn1.forward(conv1(x), relu: true)), relu: true)
+        let shortcut = downsample.map { $0(x) } ?? x
+        return addRelu(bn3(conv3(h)), shortcut)
+    }
+}
+
 public final class CIFARResNet: Classifier {
     public let conv1: Conv2d, bn1: BatchNorm2d
     public let layer1: Sequential, layer2: Sequential, layer3: Sequential
@@ -45,27 +85,32 @@ public final class CIFARResNet: Classifier {
     public let numClasses: Int, stemChannels: Int, featureChannels: Int
     public var isTraining = true
 
-    public init(depth: Int, widths: [Int], classes: Int, inChannels: Int = 3, generator g: inout Generator) {
-        precondition((depth - 2) % 6 == 0 && widths.count == 4, "CIFARResNet: depth must be 6n+2 and widths 4 numbers")
-        let n = (depth - 2) / 6
+    /// BasicBlock stages (depth 6n + 2) of `widths[1...3]` channels after a `widths[0]`-channel conv1, or with
+    /// `bottleneck` Bottleneck stages (depth 9n + 2) of `widths[1...3]` planes, 4× as many output channels.
+    public init(depth: Int, widths: [Int], bottleneck: Bool = false, classes: Int, inChannels: Int = 3, generator g: inout Generator) {
+        let perBlock = bottleneck ? 9 : 6, expansion = bottleneck ? Bottleneck.expansion : 1
+        precondition((depth - 2) % perBlock == 0 && widths.count == 4, "CIFARResNet: depth must be \(perBlock)n+2 and widths 4 numbers")
+        let n = (depth - 2) / perBlock
         conv1 = Conv2d(inChannels, widths[0], kernelSize: 3, padding: 1, generator: &g)
         bn1 = BatchNorm2d(widths[0])
         var inPlanes = widths[0]
         func stage(_ planes: Int, _ stride: Int, _ g: inout Generator) -> Sequential {
             var blocks: [Layer] = []
             for i in 0..<n {
-                blocks.append(BasicBlock(inPlanes, planes, stride: i == 0 ? stride : 1, generator: &g))
-                inPlanes = planes
+                let s = i == 0 ? stride : 1
+                blocks.append(bottleneck ? Bottleneck(inPlanes, planes, stride: s, generator: &g)
+                                         : BasicBlock(inPlanes, planes, stride: s, generator: &g))
+                inPlanes = planes * expansion
             }
             return Sequential(blocks)
         }
         layer1 = stage(widths[1], 1, &g)
         layer2 = stage(widths[2], 2, &g)
         layer3 = stage(widths[3], 2, &g)
-        fc = Linear(widths[3], classes, generator: &g)
+        fc = Linear(widths[3] * expansion, classes, generator: &g)
         numClasses = classes
-        stemChannels = widths[2]
-        featureChannels = widths[3]
+        stemChannels = widths[2] * expansion
+        featureChannels = widths[3] * expansion
     }
 
     public var children: [(String, Module)] {

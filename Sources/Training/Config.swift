@@ -34,6 +34,8 @@ public struct TrainConfig: Equatable {
     public var lr: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4, nesterov = true
     public var schedule = "cosine", milestones: [Int] = [], gamma: Float = 0.1, warmupEpochs: Float = 0
     public var schedulePerStep = false
+    /// Warm-up shape: "linear" (per step from 0.1·lr) or "step" (lr·(e + 1)/W held through epoch e).
+    public var warmup = "linear"
     public var evalEvery = 1, checkpointEvery = 1
     public var threads: Int?
 
@@ -90,6 +92,7 @@ public struct TrainConfig: Equatable {
               }, write: { $0.milestones }),
         .number("schedule.gamma", \.gamma, min: 0),
         .number("schedule.warmup_epochs", \.warmupEpochs, min: 0),
+        .choice("schedule.warmup", \.warmup, ["linear", "step"]),
         .bool("schedule.per_step", \.schedulePerStep),
     ]
 

@@ -73,17 +73,20 @@ public final class Experiment {
         let base: LRSchedule = config.schedule == "cosine"
             ? CosineLR(base: config.lr, totalEpochs: config.epochs, perStep: config.schedulePerStep)
             : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
-        schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: Double(config.warmupEpochs)) : base
+        schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: Double(config.warmupEpochs), stepwise: config.warmup == "step") : base
 
+        let context = MethodContext(models: config.models, placement: placement, classes: trainSet.classes,
+                                    inChannels: trainSet.channels, seed: config.seed, options: config.methodOptions)
         func build(_ peer: Int) throws -> Classifier {
             // Each peer's initial weights depend only on (seed, peer), not on where it runs.
             var g = Generator(seed: config.seed, stream: [0x696E_6974, UInt64(peer)])  // "init"
+            if let make = spec.makePeer {
+                do { return try make(context, peer, &g) } catch let e as MethodError { throw ConfigError("method \(config.method): \(e.message)") }
+            }
             return try ModelZoo.make(config.models[peer], classes: trainSet.classes, inChannels: trainSet.channels, generator: &g)
         }
         let models = try placement.localPeers.map(build)
         var g = Generator(seed: config.seed, stream: [0x6D65_7468])  // "meth": the method's modules
-        let context = MethodContext(models: config.models, placement: placement, classes: trainSet.classes,
-                                    inChannels: trainSet.channels, seed: config.seed, options: config.methodOptions)
         do { method = try spec.make(context, &g) } catch let e as MethodError { throw ConfigError("method \(config.method): \(e.message)") }
         var stem: SharedStem?
         if method.sharesStem {
@@ -132,6 +135,8 @@ public final class Experiment {
         let sampler = EpochSampler(count: test.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
         var top1 = [Double](repeating: 0, count: models.count), top5 = top1
         var teacher = [0.0, 0.0]
+        let extraNames = method.extraNames(peers: placement.peers)
+        var extra = [Double](repeating: 0, count: extraNames.count)
         setTraining(false)
         defer { setTraining(true) }
         try withoutGradients {
@@ -139,31 +144,37 @@ public final class Experiment {
                                      replica: replica, replicas: replicas) {
                 let labels = batch.labels!
                 if labels.isEmpty { continue }  // a replica's empty share of a small last batch (data-parallel only)
-                let (peers, t) = try method.evaluate(batch.images[0], cohort: cohort)
-                for (k, logits) in peers.enumerated() {
+                let predictions = try method.evaluate(batch.images[0], cohort: cohort)
+                for (i, name) in extraNames.enumerated() {
+                    if let logits = predictions.extra[name] { extra[i] += topCounts(logits, labels).top1 }
+                }
+                for (k, logits) in predictions.peers.enumerated() {
                     let (a, b) = topCounts(logits, labels)
                     top1[k] += a; top5[k] += b
                 }
-                if let t, placement.rank == 0 {
+                if let t = predictions.teacher, placement.rank == 0 {
                     let (a, b) = topCounts(t, labels)
                     teacher[0] += a; teacher[1] += b
                 }
             }
         }
         let n = Double(max(test.count, 1))
-        var teacherSums = teacher.map { $0 / n }
-        try world.allReduce(&teacherSums, op: .sum)
+        // The teacher's counts (rank 0's) and every extra prediction's (its host's), summed over ranks.
+        var sums = (teacher + extra).map { $0 / n }
+        try world.allReduce(&sums, op: .sum)
         let hasTeacher = method.teacherName != nil
         return Evaluation(top1: try gatherPeerValues(top1.map { $0 / n }).map(Float.init),
                           top5: try gatherPeerValues(top5.map { $0 / n }).map(Float.init),
-                          teacherTop1: hasTeacher ? Float(teacherSums[0]) : nil,
-                          teacherTop5: hasTeacher ? Float(teacherSums[1]) : nil)
+                          teacherTop1: hasTeacher ? Float(sums[0]) : nil,
+                          teacherTop5: hasTeacher ? Float(sums[1]) : nil,
+                          extraTop1: Dictionary(uniqueKeysWithValues: zip(extraNames, sums.dropFirst(2).map(Float.init))))
     }
 
     /// "test top-1 peer 0 (resnet20) 91.20%, …, gated ensemble 92.10%".
     public func summary(_ e: Evaluation) -> String {
         var parts = zip(config.models, e.top1).enumerated().map { "peer \($0.offset) (\($0.element.0)) \(String(format: "%.2f%%", 100 * $0.element.1))" }
         if let name = method.teacherName, let t = e.teacherTop1 { parts.append("\(name) \(String(format: "%.2f%%", 100 * t))") }
+        parts += e.extraTop1.keys.sorted().map { "\($0) \(String(format: "%.2f%%", 100 * e.extraTop1[$0]!))" }
         return "test top-1 " + parts.joined(separator: ", ")
     }
 }

@@ -20,6 +20,8 @@ public struct EpochMetrics: Codable, Equatable {
     /// The method's teacher: its name and training / test accuracy.
     public var teacher: String?
     public var teacherTrainTop1: Float?, teacherTestTop1: Float?, teacherTestTop5: Float?
+    /// Test top-1 of the method's further predictions (CSS's branches), by name.
+    public var extraTestTop1: [String: Float]?
     public var imagesPerSecond = 0.0
     public var communicationSeconds = 0.0
 
@@ -30,6 +32,7 @@ public struct EpochMetrics: Codable, Equatable {
         case trainTop1 = "train_top1", trainTop5 = "train_top5", testTop1 = "test_top1", testTop5 = "test_top5"
         case teacherTrainTop1 = "teacher_train_top1", teacherTestTop1 = "teacher_test_top1", teacherTestTop5 = "teacher_test_top5"
         case imagesPerSecond = "images_per_second", communicationSeconds = "communication_seconds"
+        case extraTestTop1 = "extra_test_top1"
     }
 }
 
@@ -37,6 +40,8 @@ public struct EpochMetrics: Codable, Equatable {
 public struct Evaluation: Equatable {
     public var top1: [Float], top5: [Float]
     public var teacherTop1: Float?, teacherTop5: Float?
+    /// Top-1 of the method's further predictions, by name (empty when it has none).
+    public var extraTop1: [String: Float] = [:]
 }
 
 /// The encoder of every JSON line: sorted keys, non-finite numbers as strings.

@@ -48,6 +48,7 @@ public final class Trainer {
                 let e = try x.evaluate()
                 metrics.testTop1 = e.top1; metrics.testTop5 = e.top5
                 metrics.teacherTestTop1 = e.teacherTop1; metrics.teacherTestTop5 = e.teacherTop5
+                metrics.extraTestTop1 = e.extraTop1.isEmpty ? nil : e.extraTop1
                 if x.isLeader { report("epoch \(epoch + 1): " + x.summary(e)) }
             }
             // The metrics line goes first, the checkpoint after: a run killed in between resumes from the

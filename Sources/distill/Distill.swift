@@ -9,7 +9,7 @@ struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
-        subcommands: [Train.self, Eval.self, Methods.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
+        subcommands: [Train.self, Eval.self, Report.self, Methods.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
 }
 
 struct Demo: ParsableCommand {

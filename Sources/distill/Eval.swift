@@ -33,8 +33,10 @@ struct Eval: ParsableCommand {
         let checkpoint: String, models: [String]
         let testTop1: [Float], testTop5: [Float]
         let teacher: String?, teacherTestTop1: Float?, teacherTestTop5: Float?
+        let extraTestTop1: [String: Float]?
         enum CodingKeys: String, CodingKey {
             case checkpoint, models, teacher
+            case extraTestTop1 = "extra_test_top1"
             case testTop1 = "test_top1", testTop5 = "test_top5", teacherTestTop1 = "teacher_test_top1", teacherTestTop5 = "teacher_test_top5"
         }
     }
@@ -54,7 +56,8 @@ struct Eval: ParsableCommand {
             let teacher = x.method.teacherName
             if json {
                 let r = Report(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
-                               teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5)
+                               teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5,
+                               extraTestTop1: e.extraTop1.isEmpty ? nil : e.extraTop1)
                 try printJSON(r)
                 return
             }
@@ -65,6 +68,7 @@ struct Eval: ParsableCommand {
             if let name = teacher, let t1 = e.teacherTop1, let t5 = e.teacherTop5 {
                 print("  \(name)" + String(format: "  top-1 %6.2f%%  top-5 %6.2f%%", 100 * t1, 100 * t5))
             }
+            for name in e.extraTop1.keys.sorted() { print("  \(name)" + String(format: "  top-1 %6.2f%%", 100 * e.extraTop1[name]!)) }
         }
     }
 }

@@ -89,6 +89,11 @@ final class LayersTests: XCTestCase {
         XCTAssertEqual(warm.lr(epoch: 0), 0.02, accuracy: 1e-7)
         XCTAssertEqual(warm.lr(epoch: 2.5), cos.lr(epoch: 2.5) * 0.6, accuracy: 1e-7)
         XCTAssertEqual(warm.lr(epoch: 10), cos.lr(epoch: 10))
+        // CSS's official warm-up: 1-based epoch e ≤ 5 trains at 0.1·e/5, held through the epoch, then the milestones.
+        let css = WarmupLR(MultiStepLR(base: 0.1, milestones: [149, 224]), warmupEpochs: 5, stepwise: true)
+        for (epoch, want) in [(0.0, 0.02), (0.99, 0.02), (1.0, 0.04), (4.5, 0.1), (5.0, 0.1), (149.0, 0.01), (224.0, 0.001)] as [(Double, Float)] {
+            XCTAssertEqual(css.lr(epoch: epoch), want, accuracy: 1e-7, "epoch \(epoch)")
+        }
     }
 
     func testLayerGradients() {

@@ -8,12 +8,15 @@ final class ModelsTests: XCTestCase {
     func testParameterCountsMatchPyTorchDefinitions() throws {
         let expected100 = ["resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
                            "resnet56": 861_620, "resnet110": 1_736_564, "resnet8x4": 1_233_540,
-                           "resnet32x4": 7_433_860, "wrn16_2": 703_284, "wrn40_2": 2_255_156]
+                           "resnet32x4": 7_433_860, "wrn16_2": 703_284, "wrn40_2": 2_255_156,
+                           // Bottleneck ResNets, counted by hand from the layout (1×1, 3×3, 1×1 convolutions with BN,
+                           // projection where the shape changes): ResNet-164 is the known 1.73M.
+                           "resnet56b": 614_452, "resnet110b": 1_170_868, "resnet164b": 1_727_284]
         for (name, count) in expected100 {
             var g = Generator(seed: 0)
             XCTAssertEqual(try ModelZoo.make(name, classes: 100, generator: &g).parameterCount, count, name)
         }
-        for (name, count) in ["resnet20": 272_474, "resnet32": 466_906] {
+        for (name, count) in ["resnet20": 272_474, "resnet32": 466_906, "resnet56b": 591_322, "resnet110b": 1_147_738] {
             var g = Generator(seed: 0)
             XCTAssertEqual(try ModelZoo.make(name, classes: 10, generator: &g).parameterCount, count, name)
         }
@@ -42,6 +45,19 @@ final class ModelsTests: XCTestCase {
         }
         XCTAssertEqual(try ModelZoo.make("resnet8x4", classes: 10, generator: &g).namedState()
             .first { $0.0 == "layer1.0.downsample.0.weight" }?.1.shape, [64, 32, 1, 1])
+        // Bottleneck blocks under the official names; layer1's first block projects 16 → 64 channels.
+        let b = try ModelZoo.make("resnet56b", classes: 10, generator: &g)
+        let shapes = Dictionary(uniqueKeysWithValues: b.namedState().map { ($0.0, $0.1.shape) })
+        XCTAssertEqual(shapes["layer1.0.conv1.weight"], [16, 16, 1, 1])
+        XCTAssertEqual(shapes["layer1.0.conv3.weight"], [64, 16, 1, 1])
+        XCTAssertEqual(shapes["layer1.0.downsample.0.weight"], [64, 16, 1, 1])
+        XCTAssertEqual(shapes["layer2.0.conv2.weight"], [32, 32, 3, 3])
+        XCTAssertEqual(shapes["layer3.5.bn3.weight"], [256])
+        XCTAssertNil(shapes["layer1.1.downsample.0.weight"])
+        XCTAssertEqual(shapes["fc.weight"], [10, 256])
+        XCTAssertEqual(b.stemChannels, 128)
+        XCTAssertEqual(b.featureChannels, 256)
+        XCTAssertThrowsError(try ModelZoo.make("resnet57b", classes: 10, generator: &g), "depth must be 9n + 2")
     }
 
     func testStemBranchHeadComposeAndGrayscaleInput() throws {

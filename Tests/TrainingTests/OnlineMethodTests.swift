@@ -138,6 +138,16 @@ final class OnlineMethodTests: XCTestCase {
         }
     }
 
+    /// CSS: two multi-branch networks of different depths, both on one rank or one per rank; the per-branch and
+    /// dual-ensemble accuracies are reported.
+    func testCSSAgreesOnEveryPlacement() throws {
+        let (_, many) = try checkEquality("css", models: ["resnet8", "resnet14"], ranks: [2], extra: ["--set", "optimizer.lr=0.003"])
+        let metrics = try String(contentsOfFile: (many[0] as NSString).deletingLastPathComponent + "/../metrics.jsonl", encoding: .utf8)
+        let m = try JSONDecoder().decode(EpochMetrics.self, from: Data(metrics.split(separator: "\n").last!.utf8))
+        XCTAssertEqual(m.teacher, "dual ensemble")
+        XCTAssertEqual(m.extraTestTop1?.keys.sorted(), ["peer0.branch0", "peer0.branch1", "peer0.branch2", "peer1.branch0", "peer1.branch1", "peer1.branch2"])
+    }
+
     /// Different architectures, one per rank: the fusion module's slices live with their peers. (The deeper
     /// resnet20 / resnet32 / wrn16_2 cohort is as sensitive to a 1e-6 change of the loss as to placement — 1.8e-4
     /// after 5 steps even at lr 0.001 — so equality is checked on shallower different architectures, and the
