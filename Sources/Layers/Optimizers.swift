@@ -1,5 +1,8 @@
-// SGD as torch.optim.SGD defines it, and learning-rate schedules.
-//   g ← ∇ + λ·w;  b ← g (first step) or μ·b + (1 − dampening)·g;  g ← g + μ·b (Nesterov) or b;  w ← w − lr·g
+// Optimisers as torch.optim defines them, and learning-rate schedules.
+//   SGD:   g ← ∇ + λ·w;  b ← g (first step) or μ·b + (1 − dampening)·g;  g ← g + μ·b (Nesterov) or b;  w ← w − lr·g
+//   Adam:  g ← ∇ + λ·w (L2);  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²;  at step t (per parameter, from 1)
+//          w ← w − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+//   AdamW: w ← w·(1 − lr·λ) (decoupled weight decay), then the Adam step with g = ∇
 import Tensors
 import Foundation
 
@@ -44,6 +47,53 @@ public final class SGD {
                     w[i] -= lr * (nesterov ? d + mu * b[i] : b[i])
                 }
                 momentumBuffers[name] = buf
+            }
+        }
+    }
+
+    /// Drops every parameter's gradient.
+    public func zeroGrad() { for (_, p) in parameters { p.value.zeroGrad() } }
+}
+
+/// Adam (torch.optim.Adam, amsgrad off) or, with `decoupled`, AdamW (torch.optim.AdamW). Its state per parameter name:
+/// the first and second moments and the number of steps taken, all restored with a checkpoint for an exact resume.
+public final class Adam {
+    public let parameters: [(String, Parameter)]
+    public var lr: Float
+    public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float, decoupled: Bool
+    /// exp_avg and exp_avg_sq by parameter name (absent until a parameter's first step).
+    public var firstMoments: [String: Tensor] = [:], secondMoments: [String: Tensor] = [:]
+    /// Steps taken by each parameter.
+    public var steps: [String: Int] = [:]
+
+    /// torch's defaults: Adam weight decay 0, AdamW 0.01.
+    public init(parameters: [(String, Parameter)], lr: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999), eps: Float = 1e-8,
+                weightDecay: Float? = nil, decoupled: Bool = false) {
+        precondition(lr >= 0 && eps >= 0 && (0..<1).contains(betas.0) && (0..<1).contains(betas.1),
+                     "Adam: lr and eps must be ≥ 0 and betas in [0, 1), got lr \(lr), eps \(eps), betas \(betas)")
+        self.parameters = parameters.filter { $0.1.isTrainable }
+        self.lr = lr; self.beta1 = betas.0; self.beta2 = betas.1; self.eps = eps
+        self.weightDecay = weightDecay ?? (decoupled ? 0.01 : 0); self.decoupled = decoupled
+    }
+
+    /// Applies one update to every parameter that has a gradient.
+    public func step() {
+        for (name, p) in parameters {
+            guard let grad = p.value.grad else { continue }
+            let n = p.value.count, w = p.value.data, g = grad.data
+            let m = (firstMoments[name] ?? { let t = Tensor(zeros: p.value.shape); firstMoments[name] = t; return t }()).data
+            let v = (secondMoments[name] ?? { let t = Tensor(zeros: p.value.shape); secondMoments[name] = t; return t }()).data
+            let t = (steps[name] ?? 0) + 1
+            steps[name] = t
+            let b1 = beta1, b2 = beta2, wd = weightDecay, l2 = decoupled ? 0 : weightDecay
+            let stepSize = lr / (1 - Foundation.pow(b1, Float(t)))
+            let root = (1 - Foundation.pow(b2, Float(t))).squareRoot()
+            if decoupled && wd != 0 { let f = 1 - lr * wd; for i in 0..<n { w[i] *= f } }
+            for i in 0..<n {
+                let d = g[i] + l2 * w[i]
+                m[i] = b1 * m[i] + (1 - b1) * d
+                v[i] = b2 * v[i] + (1 - b2) * d * d
+                w[i] -= stepSize * m[i] / (v[i].squareRoot() / root + eps)
             }
         }
     }

@@ -96,6 +96,40 @@ final class LayersTests: XCTestCase {
         }
     }
 
+    /// Adam and AdamW against the update written out in Double from torch.optim's definitions: three steps on two
+    /// parameters, one of which has no gradient on the second step (it keeps its moments and step count).
+    func testAdamAndAdamWMatchTorchDefinitions() {
+        for decoupled in [false, true] {
+            let w = Parameter(Tensor(shape: [3], values: [0.5, -1.5, 2])), u = Parameter(Tensor(shape: [1], values: [3]))
+            let opt = Adam(parameters: [("w", w), ("u", u)], lr: 0.1, betas: (0.8, 0.9), eps: 1e-3, weightDecay: 0.05, decoupled: decoupled)
+            let grads: [[Double]] = [[1, -2, 0.5], [0.3, 0.3, -4], [-1, 0, 2]], ugrads: [Double?] = [2, nil, -1]
+            var ew = [0.5, -1.5, 2.0], eu = 3.0
+            var mw = [0.0, 0, 0], vw = [0.0, 0, 0], mu = 0.0, vu = 0.0, tw = 0, tu = 0
+            func reference(_ x: inout Double, _ m: inout Double, _ v: inout Double, _ g: Double, _ t: Int) {
+                let lr = 0.1, b1 = 0.8, b2 = 0.9, eps = 1e-3, wd = 0.05
+                if decoupled { x *= 1 - lr * wd }
+                let d = g + (decoupled ? 0 : wd * x)
+                m = b1 * m + (1 - b1) * d
+                v = b2 * v + (1 - b2) * d * d
+                x -= lr / (1 - Foundation.pow(b1, Double(t))) * m / (v.squareRoot() / (1 - Foundation.pow(b2, Double(t))).squareRoot() + eps)
+            }
+            for k in 0..<3 {
+                opt.zeroGrad()
+                w.value.grad = Tensor(shape: [3], values: grads[k].map(Float.init))
+                if let g = ugrads[k] { u.value.grad = Tensor(shape: [1], values: [Float(g)]) }
+                opt.step()
+                tw += 1
+                for i in 0..<3 { reference(&ew[i], &mw[i], &vw[i], grads[k][i], tw) }
+                if let g = ugrads[k] { tu += 1; reference(&eu, &mu, &vu, g, tu) }
+                assertClose(w.value.array, ew.map(Float.init), rtol: 1e-5, atol: 1e-6, "\(decoupled ? "AdamW" : "Adam") step \(k + 1)")
+                assertClose(u.value.array, [Float(eu)], rtol: 1e-5, atol: 1e-6, "\(decoupled ? "AdamW" : "Adam") u step \(k + 1)")
+            }
+            XCTAssertEqual(opt.steps["w"], 3)
+            XCTAssertEqual(opt.steps["u"], 2, "a parameter without a gradient takes no step")
+        }
+        XCTAssertEqual(Adam(parameters: [], decoupled: true).weightDecay, 0.01, "AdamW's default weight decay")
+    }
+
     func testLayerGradients() {
         var g = Generator(seed: 4)
         let conv = Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1, bias: true, generator: &g)

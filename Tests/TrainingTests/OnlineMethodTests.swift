@@ -116,26 +116,37 @@ final class OnlineMethodTests: XCTestCase {
         for dir in many { try checkStemReplicasAgree(dir, peers: 3) }
     }
 
-    /// Resuming an online method restores its modules, mean teachers and momentum: PCL on 2 ranks, 1 epoch then
-    /// --resume to 2, ends bit-identical to 2 epochs straight, in every file.
-    func testPCLResumeOnTwoRanksIsExact() throws {
+    /// Trains `config` on 2 ranks for 2 epochs straight, and for 1 epoch then --resume to 2; every file of the
+    /// final checkpoint must be bit-identical. Returns the files compared.
+    func checkResumeIsExact(_ config: String, models: [String]) throws -> [String] {
         let common = ["--set", "batch_size=32", "--set", "dataset.train_subset=96", "--set", "dataset.test_subset=64",
-                      "--set", "threads=1", "--set", "models=[resnet8, resnet8]"]
+                      "--set", "threads=1", "--set", "models=[\(models.joined(separator: ", "))]"]
         func run(_ out: String, _ epochs: Int, resume: Bool = false) {
-            let args = ["-np", "2", "--", "train", packageRoot + "/configs/pcl.yaml", "--out", out, "--set", "epochs=\(epochs)"]
+            let args = ["-np", "2", "--", "train", packageRoot + "/configs/\(config).yaml", "--out", out, "--set", "epochs=\(epochs)"]
                 + common + (resume ? ["--resume"] : [])
             let r = runProcess(packageRoot + "/launch/run", args, timeout: 300)
             XCTAssertEqual(r.status, 0, r.output)
         }
-        run(dir + "/straight", 2)
-        run(dir + "/resumed", 1)
-        run(dir + "/resumed", 2, resume: true)
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-2").sorted()
-        XCTAssertEqual(files.count, 8, "\(files)")
+        run(dir + "/\(config)-straight", 2)
+        run(dir + "/\(config)-resumed", 1)
+        run(dir + "/\(config)-resumed", 2, resume: true)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/\(config)-straight/checkpoints/epoch-2").sorted()
         for f in files {
-            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-2/" + f),
-                           FileManager.default.contents(atPath: dir + "/resumed/checkpoints/epoch-2/" + f), f)
+            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/\(config)-straight/checkpoints/epoch-2/" + f),
+                           FileManager.default.contents(atPath: dir + "/\(config)-resumed/checkpoints/epoch-2/" + f), "\(config): \(f)")
         }
+        return files
+    }
+
+    /// Resuming an online method restores its modules, mean teachers and momentum: PCL on 2 ranks ends
+    /// bit-identical to 2 epochs straight, in every file.
+    func testPCLResumeOnTwoRanksIsExact() throws {
+        XCTAssertEqual(try checkResumeIsExact("pcl", models: ["resnet8", "resnet8"]).count, 8)
+    }
+
+    /// CSS's networks (stems, masked branches, joint classifiers) and their momentum resume exactly.
+    func testCSSResumeOnTwoRanksIsExact() throws {
+        XCTAssertEqual(try checkResumeIsExact("css", models: ["resnet8", "resnet14"]).count, 4)
     }
 
     /// CSS: two multi-branch networks of different depths, both on one rank or one per rank; the per-branch and
