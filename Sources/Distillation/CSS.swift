@@ -66,12 +66,14 @@ public final class CSSNetwork: Classifier {
 
     public func stem(_ x: Tensor) -> Tensor { bases[0].stem(x) }
 
+    /// Branch i's final feature map: its last stage on its masked view of the stem output.
+    func branchFeatures(_ h: Tensor, _ i: Int) -> Tensor {
+        bases[i].branch(h * CSSNetwork.mask(branch: i, height: h.shape[1], width: h.shape[2]))
+    }
+
     /// Each branch's joint logits [N, C·n] from the stem output.
     public func joint(_ h: Tensor) -> [Tensor] {
-        (0..<branches).map { i in
-            let masked = h * CSSNetwork.mask(branch: i, height: h.shape[1], width: h.shape[2])
-            return heads[i](globalAvgPool(bases[i].branch(masked)))
-        }
+        (0..<branches).map { heads[$0](globalAvgPool(branchFeatures(h, $0))) }
     }
 
     /// Branch i's class scores from its joint logits: z[c·n + i].
@@ -87,7 +89,7 @@ public final class CSSNetwork: Classifier {
 
     /// Classifier view: branch = every branch's final map side by side, head = the class scores.
     public func branch(_ h: Tensor) -> Tensor {
-        concat((0..<branches).map { i in bases[i].branch(h * CSSNetwork.mask(branch: i, height: h.shape[1], width: h.shape[2])) }, axis: 3)
+        concat((0..<branches).map { branchFeatures(h, $0) }, axis: 3)
     }
 
     public func head(_ f: Tensor) -> Tensor {

@@ -36,7 +36,7 @@ struct BenchStep: ParsableCommand {
     var json = false
 
     /// The `--json` output.
-    struct Report: Encodable {
+    struct JSONOutput: Encodable {
         let config: String, method: String, models: [String]
         let ranks: Int, threads: Int, batch: Int, steps: Int
         let stepMsMean: Double, stepMsMedian: Double, imagesPerSecond: Double, communicationShare: Double
@@ -70,7 +70,7 @@ struct BenchStep: ParsableCommand {
             guard comm.rank == 0 else { return }
             let ips = Double(batch) / mean
             if json {
-                let r = Report(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
+                let r = JSONOutput(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
                                batch: batch, steps: steps, stepMsMean: 1000 * mean, stepMsMedian: 1000 * median,
                                imagesPerSecond: ips, communicationShare: share[0], peakRssMib: memory)
                 try printJSON(r)

@@ -29,7 +29,7 @@ struct Eval: ParsableCommand {
     var json = false
 
     /// The `--json` output.
-    struct Report: Encodable {
+    struct JSONOutput: Encodable {
         let checkpoint: String, models: [String]
         let testTop1: [Float], testTop5: [Float]
         let teacher: String?, teacherTestTop1: Float?, teacherTestTop5: Float?
@@ -55,7 +55,7 @@ struct Eval: ParsableCommand {
             guard comm.rank == 0 else { return }
             let teacher = x.method.teacherName
             if json {
-                let r = Report(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
+                let r = JSONOutput(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
                                teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5,
                                extraTestTop1: e.extraTop1.isEmpty ? nil : e.extraTop1)
                 try printJSON(r)
