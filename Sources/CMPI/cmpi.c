@@ -65,6 +65,42 @@ static int wait_for(MPI_Request *req, double timeout) {
     }
 }
 
+/* Completes `n` requests by polling; gives up after `timeout` seconds (if positive). */
+static int wait_all(int n, MPI_Request *reqs, double timeout) {
+    double start = MPI_Wtime();
+    long spins = 0;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return rc;
+        if (done) return MPI_SUCCESS;
+        if (++spins % 1024 == 0) {
+            if (timeout > 0 && MPI_Wtime() - start > timeout) return CMPI_TIMEOUT;
+            sched_yield();
+        }
+    }
+}
+
+int cmpi_exchange(int comm, int nsend, const int *dests, const void *const *sends, const int *send_counts,
+                  int nrecv, const int *sources, void *const *recvs, const int *recv_counts, int dtype, double timeout) {
+    enum { MAX_MESSAGES = 64 };
+    if (nsend < 0 || nrecv < 0 || nsend + nrecv > MAX_MESSAGES) return MPI_ERR_COUNT;
+    MPI_Request reqs[MAX_MESSAGES];
+    MPI_Datatype t = type_of(dtype);
+    int n = 0;
+    for (int i = 0; i < nrecv; i++) {
+        int rc = MPI_Irecv(recvs[i], recv_counts[i], t, sources[i], 77, get(comm), &reqs[n]);
+        if (rc != MPI_SUCCESS) return rc;
+        n++;
+    }
+    for (int i = 0; i < nsend; i++) {
+        int rc = MPI_Isend(sends[i], send_counts[i], t, dests[i], 77, get(comm), &reqs[n]);
+        if (rc != MPI_SUCCESS) return rc;
+        n++;
+    }
+    return wait_all(n, reqs, timeout);
+}
+
 int cmpi_allreduce(int comm, void *buffer, int count, int dtype, int op, double timeout) {
     MPI_Request req;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buffer, count, type_of(dtype), op_of(op), get(comm), &req);

@@ -31,6 +31,10 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// Seconds spent inside collectives so far (for metrics).
     var communicationSeconds: Double { get }
+    /// Payload this rank has handed to and taken from its collectives so far, in bytes: an allreduce counts its
+    /// buffer each way, an allgather its own part sent and the others' parts received, a broadcast its buffer on
+    /// the root (sent) or elsewhere (received), an exchange its messages. Wire traffic depends on MPI's algorithms.
+    var payloadBytes: (sent: Int, received: Int) { get }
 
     /// In-place reduction of `count` floats across ranks.
     func allReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, op: ReduceOp) throws
@@ -46,6 +50,11 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Copies root's bytes to every rank (the count must agree).
     func broadcast(bytes: inout [UInt8], root: Int) throws
+    /// Point-to-point exchange: sends each `sends[i]` to its rank and fills each `receives[j]` from its rank, all
+    /// at once; at most one message from one rank to another per call, none to itself. Every rank calls it (with
+    /// or without messages of its own) and gives the same `agreed` number (the check mode fingerprints it).
+    func exchange(sends: [(rank: Int, buffer: UnsafePointer<Float>, count: Int)],
+                  receives: [(rank: Int, buffer: UnsafeMutablePointer<Float>, count: Int)], agreed: Int) throws
     /// Waits until every rank arrives.
     func barrier() throws
     /// Splits into sub-communicators by `color`, ordered by `key` (MPI_Comm_split).

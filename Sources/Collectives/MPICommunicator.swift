@@ -8,6 +8,7 @@ public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
     public private(set) var communicationSeconds = 0.0
+    public private(set) var payloadBytes: (sent: Int, received: Int) = (0, 0)
     let handle: Int32
     /// Collectives issued so far on this communicator (the check mode's sequence number).
     public private(set) var sequence: Int64 = 0
@@ -41,16 +42,17 @@ public final class MPICommunicator: Communicator {
     }
 
     enum Op: Int64 {
-        case allReduceFloat = 1, allReduceDouble, allReduceInt, allGather, allGatherV, broadcast, broadcastBytes, barrier
+        case allReduceFloat = 1, allReduceDouble, allReduceInt, allGather, allGatherV, broadcast, broadcastBytes, barrier, exchange
         var name: String {
             ["", "allReduce(float)", "allReduce(double)", "allReduce(int64)", "allGather", "allGather(variable)",
-             "broadcast", "broadcast(bytes)", "barrier"][Int(rawValue)]
+             "broadcast", "broadcast(bytes)", "barrier", "exchange"][Int(rawValue)]
         }
     }
 
     /// Runs one collective: fingerprint check (when enabled), the call with the stall watchdog, timing.
-    private func collective(_ op: Op, count: Int, detail: String = "", _ call: (Double) -> Int32) throws {
+    private func collective(_ op: Op, count: Int, detail: String = "", sent: Int, received: Int, _ call: (Double) -> Int32) throws {
         sequence += 1
+        payloadBytes.sent += sent; payloadBytes.received += received
         if CollectiveOptions.checkCollectives && size > 1 { try verifyFingerprint(op, count: count) }
         let timeout = CollectiveOptions.stallTimeout
         let start = cmpi_wtime()
@@ -86,7 +88,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, op: ReduceOp) throws {
-        try collective(.allReduceFloat, count: count, detail: ", \(op)") {
+        try collective(.allReduceFloat, count: count, detail: ", \(op)", sent: 4 * count, received: 4 * count) {
             cmpi_allreduce(handle, buffer, Int32(count), Int32(CMPI_FLOAT.rawValue), op.rawValue, $0)
         }
     }
@@ -94,7 +96,7 @@ public final class MPICommunicator: Communicator {
     public func allReduce(_ values: inout [Double], op: ReduceOp) throws {
         let n = values.count
         try values.withUnsafeMutableBufferPointer { v in
-            try collective(.allReduceDouble, count: n, detail: ", \(op)") {
+            try collective(.allReduceDouble, count: n, detail: ", \(op)", sent: 8 * n, received: 8 * n) {
                 cmpi_allreduce(handle, v.baseAddress, Int32(n), Int32(CMPI_DOUBLE.rawValue), op.rawValue, $0)
             }
         }
@@ -103,14 +105,14 @@ public final class MPICommunicator: Communicator {
     public func allReduce(_ values: inout [Int64], op: ReduceOp) throws {
         let n = values.count
         try values.withUnsafeMutableBufferPointer { v in
-            try collective(.allReduceInt, count: n, detail: ", \(op)") {
+            try collective(.allReduceInt, count: n, detail: ", \(op)", sent: 8 * n, received: 8 * n) {
                 cmpi_allreduce(handle, v.baseAddress, Int32(n), Int32(CMPI_INT64.rawValue), op.rawValue, $0)
             }
         }
     }
 
     public func allGather(_ send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>) throws {
-        try collective(.allGather, count: count) {
+        try collective(.allGather, count: count, sent: 4 * count, received: 4 * count * (size - 1)) {
             cmpi_allgather(handle, send, Int32(count), recv, Int32(CMPI_FLOAT.rawValue), $0)
         }
     }
@@ -125,7 +127,7 @@ public final class MPICommunicator: Communicator {
         try c32.withUnsafeMutableBufferPointer { cb in
             try displs.withUnsafeMutableBufferPointer { db in
                 // The fingerprint covers the whole receive size, which every rank agrees on.
-                try collective(.allGatherV, count: counts.reduce(0, +)) {
+                try collective(.allGatherV, count: counts.reduce(0, +), sent: 4 * count, received: 4 * (counts.reduce(0, +) - count)) {
                     cmpi_allgatherv(handle, send, Int32(count), recv, cb.baseAddress, db.baseAddress,
                                     Int32(CMPI_FLOAT.rawValue), $0)
                 }
@@ -134,7 +136,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
-        try collective(.broadcast, count: count) {
+        try collective(.broadcast, count: count, sent: root == rank ? 4 * count : 0, received: root == rank ? 0 : 4 * count) {
             cmpi_bcast(handle, buffer, Int32(count), Int32(CMPI_FLOAT.rawValue), Int32(root), $0)
         }
     }
@@ -142,14 +144,34 @@ public final class MPICommunicator: Communicator {
     public func broadcast(bytes: inout [UInt8], root: Int) throws {
         let n = bytes.count
         try bytes.withUnsafeMutableBufferPointer { b in
-            try collective(.broadcastBytes, count: n) {
+            try collective(.broadcastBytes, count: n, sent: root == rank ? n : 0, received: root == rank ? 0 : n) {
                 cmpi_bcast(handle, b.baseAddress, Int32(n), Int32(CMPI_BYTE.rawValue), Int32(root), $0)
             }
         }
     }
 
+    public func exchange(sends: [(rank: Int, buffer: UnsafePointer<Float>, count: Int)],
+                         receives: [(rank: Int, buffer: UnsafeMutablePointer<Float>, count: Int)], agreed: Int) throws {
+        let valid = 0..<size
+        guard sends.count + receives.count <= 64,
+              sends.allSatisfy({ valid.contains($0.rank) && $0.rank != rank && $0.count >= 0 }),
+              receives.allSatisfy({ valid.contains($0.rank) && $0.rank != rank && $0.count >= 0 }),
+              Set(sends.map(\.rank)).count == sends.count, Set(receives.map(\.rank)).count == receives.count else {
+            throw CollectiveError.badArgument("exchange: at most 64 messages, one per other rank and direction, to ranks in 0..<\(size) other than \(rank); sends to \(sends.map(\.rank)), receives from \(receives.map(\.rank))")
+        }
+        var dests = sends.map { Int32($0.rank) }, sendCounts = sends.map { Int32($0.count) }
+        var sendBuffers: [UnsafeRawPointer?] = sends.map { UnsafeRawPointer($0.buffer) }
+        var sources = receives.map { Int32($0.rank) }, recvCounts = receives.map { Int32($0.count) }
+        var recvBuffers: [UnsafeMutableRawPointer?] = receives.map { UnsafeMutableRawPointer($0.buffer) }
+        try collective(.exchange, count: agreed, sent: 4 * sends.reduce(0) { $0 + $1.count },
+                       received: 4 * receives.reduce(0) { $0 + $1.count }) { timeout in
+            cmpi_exchange(handle, Int32(sends.count), &dests, &sendBuffers, &sendCounts,
+                          Int32(receives.count), &sources, &recvBuffers, &recvCounts, Int32(CMPI_FLOAT.rawValue), timeout)
+        }
+    }
+
     public func barrier() throws {
-        try collective(.barrier, count: 0) { cmpi_barrier(handle, $0) }
+        try collective(.barrier, count: 0, sent: 0, received: 0) { cmpi_barrier(handle, $0) }
     }
 
     public func split(color: Int, key: Int) throws -> Communicator {

@@ -6,8 +6,13 @@
 // with DW a depthwise 3×3 convolution (one filter per channel), PW a pointwise 1×1 convolution to C_f channels.
 // Mutual teaching, every target detached, T = 3, w(t) the sigmoid ramp-up:
 //   L = Σ_i CE(y, z_i) + CE(y, z_f) + w(t) · [ Σ_i T²·KL(p_f ‖ p_i) + T²·KL(p_ens ‖ p_f) ],   z_ens = mean_i z_i
-// (Jangho-Kim/FFL-pytorch: `train_fusion.py`; the official CIFAR code also shares conv1/layer1/layer2 between
-// two sub-networks; here peers are whole networks, the paper's setting for fusing different architectures.)
+// Following Jangho-Kim/FFL-pytorch@8ebdf9b `train_FFL.py` and `our_network.py`:
+//   • the fusion module trains at its own weight decay, 1e-5 (`fusion_weight_decay`; the official code gives it its
+//     own SGD, here a parameter group of the one optimiser: the same update);
+//   • the depthwise filters start from N(0, 2/(9·ΣC)), the official init over all fused channels ΣC;
+//   • `shared_stem: true` is the official CIFAR form, "FFL-S": the sub-networks share conv1..layer2 and each keeps
+//     its layer3 and fc (peers must then be the same model). The default fuses whole networks, the paper's setting
+//     for fusing different architectures.
 // Distributed without shipping feature maps: DW and BN_1 act channel by channel and PW is a sum over input
 // channels, so each rank applies its peers' slices (DW, BN_1 and PW columns, saved with the peer) and one
 // differentiable allreduce of the [N, H, W, C_f] partial sums completes PW; BN_2 and fc are replicated on every
@@ -22,8 +27,11 @@ import Tensors
 public final class FusionSlice: Module {
     public let dw: Conv2d, bn: BatchNorm2d, pw: Conv2d
     public var isTraining = true
-    public init(channels: Int, fusedChannels: Int, generator g: inout Generator) {
+    /// `fusedInputs` is ΣC over every peer: the official depthwise init is N(0, 2/(9·ΣC)).
+    public init(channels: Int, fusedInputs: Int, fusedChannels: Int, generator g: inout Generator) {
         dw = Conv2d(channels, channels, kernelSize: 3, padding: 1, groups: channels, generator: &g)
+        let w = dw.weight.value, f = (Float(channels) / Float(fusedInputs)).squareRoot()
+        for i in 0..<w.count { w.data[i] *= f }
         bn = BatchNorm2d(channels)
         pw = Conv2d(channels, fusedChannels, kernelSize: 1, generator: &g)
     }
@@ -35,14 +43,19 @@ public final class FusionSlice: Module {
 public final class FFL: DistillationMethod {
     public static let spec = MethodSpec(
         name: "ffl", summary: "Kim et al. 2019: peers of any architecture, a fusion module over their feature maps teaches and is taught",
-        keys: [.temperature(3), .rampUp]) { c, g in
+        keys: [.temperature(3), .rampUp,
+               OptionKey("fusion_weight_decay", .number(min: 0, max: nil, openMin: false), default: .number(1e-5),
+                         help: "weight decay of the fusion module (the official 1e-5; the networks use optimizer.weight_decay)"),
+               OptionKey("shared_stem", .bool, default: .bool(false),
+                         help: "FFL-S, the official CIFAR form: the peers (one model) share conv1..layer2; false fuses whole networks")]) { c, g in
             let channels = try (0..<c.peers).map { try c.channels(ofPeer: $0).features }
             return FFL(localPeers: c.placement.localPeers, channels: channels, fusedChannels: channels[0], classes: c.classes, seed: c.seed,
-                       temperature: c.options.number("temperature"), rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)
+                       temperature: c.options.number("temperature"), rampUpEpochs: c.options.int("rampup_epochs"),
+                       fusionWeightDecay: c.options.number("fusion_weight_decay"), sharedStem: c.options.bool("shared_stem"), generator: &g)
         }
 
     public let name = "ffl"
-    public let temperature: Float, rampUpEpochs: Int
+    public let temperature: Float, rampUpEpochs: Int, fusionWeightDecay: Float, sharedStem: Bool
     /// The local peers' slices, in local order.
     let slices: [FusionSlice]
     let fusedBN: BatchNorm2d, fc: Linear
@@ -50,11 +63,14 @@ public final class FFL: DistillationMethod {
     /// `channels[p]` is peer p's final feature channels; `seed` fixes each slice's initial weights by peer, so they
     /// do not depend on placement; `g` initialises the replicated part.
     public init(localPeers: [Int], channels: [Int], fusedChannels: Int, classes: Int, seed: UInt64,
-                temperature: Float = 3, rampUpEpochs: Int = 80, generator g: inout Generator) {
+                temperature: Float = 3, rampUpEpochs: Int = 80, fusionWeightDecay: Float = 1e-5, sharedStem: Bool = false,
+                generator g: inout Generator) {
         self.temperature = temperature; self.rampUpEpochs = rampUpEpochs
+        self.fusionWeightDecay = fusionWeightDecay; self.sharedStem = sharedStem
+        let fusedInputs = channels.reduce(0, +)
         slices = localPeers.map { p in
             var pg = Generator(seed: seed, stream: [0x6675_7365, UInt64(p)])  // "fuse"
-            return FusionSlice(channels: channels[p], fusedChannels: fusedChannels, generator: &pg)
+            return FusionSlice(channels: channels[p], fusedInputs: fusedInputs, fusedChannels: fusedChannels, generator: &pg)
         }
         fusedBN = BatchNorm2d(fusedChannels)
         fc = Linear(fusedChannels, classes, generator: &g)
@@ -62,6 +78,10 @@ public final class FFL: DistillationMethod {
 
     public var modules: [(String, Module)] { [("fusion_bn", fusedBN), ("fusion_fc", fc)] }
     public var teacherName: String? { "fused" }
+    public var sharesStem: Bool { sharedStem }
+    public func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings? {
+        role == .peerModule || role == .method ? GroupSettings(weightDecay: fusionWeightDecay) : nil
+    }
     public var termNames: [String] { ["ce", "ce_fused", "kl_fused_to_peers", "kl_ensemble_to_fused"] }
     public func peerModule(_ k: Int) -> Module? { slices[k] }
 

@@ -108,6 +108,56 @@ public struct Predictions {
     }
 }
 
+/// Where a parameter a rank updates belongs: a peer's network, a method's per-peer module, the shared stem, or the
+/// method's replicated modules.
+public enum ParameterRole: String, CaseIterable {
+    case network, peerModule, stem, method
+}
+
+/// Settings of a subset of the main optimiser's parameters (FFL's fusion module at its own weight decay).
+public struct GroupSettings: Equatable {
+    /// Multiplies the scheduled learning rate.
+    public var lrScale: Float
+    /// nil: `optimizer.weight_decay`.
+    public var weightDecay: Float?
+    public init(lrScale: Float = 1, weightDecay: Float? = nil) { self.lrScale = lrScale; self.weightDecay = weightDecay }
+}
+
+/// An optimiser phase that runs after the main one in every step, on the same batch, with its own objective and
+/// optimiser (AFD's discriminator and adversarial updates). Its learning rate is constant.
+public struct OptimizerPhase {
+    public enum Kind: Equatable {
+        case sgd(momentum: Float, nesterov: Bool)
+        /// torch.optim.Adam (L2 weight decay) or, `decoupled`, AdamW.
+        case adam(beta1: Float, beta2: Float, eps: Float, decoupled: Bool)
+        public var name: String {
+            switch self {
+            case .sgd: return "sgd"
+            case let .adam(_, _, _, decoupled): return decoupled ? "adamw" : "adam"
+            }
+        }
+    }
+    /// Names the phase in checkpoints ("<phase>/<parameter>/<state>") and messages.
+    public let name: String
+    public let kind: Kind
+    public let lr: Float, weightDecay: Float
+    /// Whether the phase updates a parameter, by role and by its name within the peer, module, stem or method.
+    public let updates: (ParameterRole, String) -> Bool
+
+    public init(name: String, kind: Kind, lr: Float, weightDecay: Float = 0, updates: @escaping (ParameterRole, String) -> Bool) {
+        self.name = name; self.kind = kind; self.lr = lr; self.weightDecay = weightDecay; self.updates = updates
+    }
+}
+
+/// A further phase's objective on one rank.
+public struct PhaseResult {
+    /// This rank's share of the phase's objective.
+    public var objective: Tensor
+    /// This rank's share of each named term (names among the method's `termNames`).
+    public var terms: [String: Float]
+    public init(objective: Tensor, terms: [String: Float]) { self.objective = objective; self.terms = terms }
+}
+
 /// A distillation method: how a cohort's loss is built from one batch, and what its teacher predicts.
 public protocol DistillationMethod: AnyObject {
     /// The config name (`method.name`).
@@ -136,6 +186,15 @@ public protocol DistillationMethod: AnyObject {
     func peerModule(_ k: Int) -> Module?
     /// Untrained state of local peer k saved beside its weights (PCL's mean teacher), or nil.
     func peerExtraState(_ k: Int) -> Module?
+    /// Whether the main optimiser (the config's `optimizer.*`) updates a parameter; default: every one.
+    func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool
+    /// The main optimiser's settings for a parameter when they differ from the config's; default nil.
+    func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings?
+    /// Phases that run after the main update in every step, in order; default none.
+    var phases: [OptimizerPhase] { get }
+    /// Phase `phase`'s objective for the step's batch, after the main update and the earlier phases' (training
+    /// mode, on the tape). The trainer runs backward on it and applies the phase's optimiser.
+    func phaseStep(_ phase: Int, _ input: StepInput, cohort: Cohort) throws -> PhaseResult
 }
 
 extension DistillationMethod {
@@ -148,6 +207,12 @@ extension DistillationMethod {
     public func afterStep(cohort: Cohort, step: Int) {}
     public func peerModule(_ k: Int) -> Module? { nil }
     public func peerExtraState(_ k: Int) -> Module? { nil }
+    public func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool { true }
+    public func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings? { nil }
+    public var phases: [OptimizerPhase] { [] }
+    public func phaseStep(_ phase: Int, _ input: StepInput, cohort: Cohort) throws -> PhaseResult {
+        preconditionFailure("\(name) declares no optimiser phase \(phase)")
+    }
 }
 
 /// The sigmoid ramp-up of online KD weights, exp(−5·(1 − t/L)²) for whole epochs t < L, then 1 (L = 0: always 1).

@@ -87,6 +87,10 @@ public struct MethodOptions: Equatable {
         guard case let .int(i)? = values[key] else { preconditionFailure("method option '\(key)' is not an integer: declare it in the method's spec") }
         return i
     }
+    public func bool(_ key: String) -> Bool {
+        guard case let .bool(b)? = values[key] else { preconditionFailure("method option '\(key)' is not a bool: declare it in the method's spec") }
+        return b
+    }
     public func string(_ key: String) -> String? {
         guard case let .string(s)? = values[key] else { return nil }
         return s
@@ -186,6 +190,7 @@ public enum MethodRegistry {
         PCL.spec,
         FFL.spec,
         CSS.spec,
+        AFD.spec,
     ]
 
     public static var names: [String] { all.map(\.name) }

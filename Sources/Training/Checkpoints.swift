@@ -1,7 +1,8 @@
 // Saving and restoring an experiment's state in a run directory's checkpoints (the layout is RunDirectory's):
 // each rank writes its peers' files, rank 0 the replicated ones, and state.json is written last as the commit
-// point. Restoring loads weights, buffers, per-peer modules and state, and every momentum buffer, so a resumed
-// run ends with the same weights, bit for bit, as an uninterrupted one on the same ranks and threads.
+// point. Restoring loads weights, buffers, per-peer modules and state, and every optimiser's state (momentum; Adam
+// moments and steps; one set per phase), so a resumed run ends with the same weights, bit for bit, as an
+// uninterrupted one on the same ranks and threads.
 import Collectives
 import Distillation
 import Foundation
@@ -10,11 +11,14 @@ import TensorFiles
 import Tensors
 
 extension Experiment {
-    /// Momentum buffers whose optimiser names start with `prefix`, with the prefix removed (or kept).
-    func momentum(prefix: String, strip: Bool) -> [(String, Tensor)] {
-        optimizer.parameters.compactMap { name, _ in
-            guard name.hasPrefix(prefix), let b = optimizer.momentumBuffers[name] else { return nil }
-            return (strip ? String(name.dropFirst(prefix.count)) : name, b)
+    /// Every optimiser's state of the parameters whose names start with `prefix`, as "<phase>/<name>/<state>"
+    /// (the prefix removed from the name when `strip`).
+    func optimizerState(prefix: String, strip: Bool) -> [(String, Tensor)] {
+        optimizers.flatMap { phase, o in
+            o.parameters.filter { $0.0.hasPrefix(prefix) }.flatMap { name, _ in
+                let shown = strip ? String(name.dropFirst(prefix.count)) : name
+                return o.state(of: name).map { ("\(phase)/\(shown)/\($0.0)", $0.1) }
+            }
         }
     }
 
@@ -36,7 +40,7 @@ extension Experiment {
         if writesPeers {
             for (k, p) in placement.localPeers.enumerated() {
                 try models[k].saveSafeTensors(to: dir.peer(p), metadata: meta.merging(["model": config.models[p], "peer": "\(p)"]) { $1 })
-                try SafeTensors.write(named: momentum(prefix: "peer\(p).", strip: true), metadata: meta, to: dir.peerOptimizer(p))
+                try SafeTensors.write(named: optimizerState(prefix: "peer\(p).", strip: true), metadata: meta, to: dir.peerOptimizer(p))
                 if let module = method.peerModule(k) { try module.saveSafeTensors(to: dir.peerModule(p), metadata: meta) }
                 if let extra = method.peerExtraState(k) { try extra.saveSafeTensors(to: dir.peerExtra(p), metadata: meta) }
             }
@@ -44,7 +48,7 @@ extension Experiment {
         if isLeader {
             if !method.modules.isEmpty { try methodState.saveSafeTensors(to: dir.method, metadata: meta) }
             if !replicated.isEmpty {
-                try SafeTensors.write(named: momentum(prefix: "stem.", strip: false) + momentum(prefix: "method.", strip: false),
+                try SafeTensors.write(named: optimizerState(prefix: "stem.", strip: false) + optimizerState(prefix: "method.", strip: false),
                                       metadata: meta, to: dir.sharedOptimizer)
             }
         }
@@ -63,15 +67,28 @@ extension Experiment {
         if !method.modules.isEmpty { try methodState.loadSafeTensors(from: dir.method) }
     }
 
-    /// Loads momentum buffers from a file into the optimiser under `prefix` + name, checking every shape.
-    func loadMomentum(from path: String, prefix: String) throws {
+    /// Loads optimiser state ("<phase>/<name>/<state>") from a file into the optimisers, the names under `prefix`,
+    /// checking that every phase, parameter and shape exists.
+    func loadOptimizerState(from path: String, prefix: String) throws {
         let (tensors, _) = try SafeTensors.read(path)
-        let shapes = Dictionary(uniqueKeysWithValues: optimizer.parameters.map { ($0.0, $0.1.value.shape) })
-        for (name, t) in tensors {
-            guard let shape = shapes[prefix + name], shape == t.shape else {
-                throw ConfigError("cannot resume: \(path) has '\(name)' \(t.shape), the model does not")
+        var byParameter: [String: [(String, Tensor)]] = [:], order: [String] = []
+        for (key, t) in tensors {
+            let parts = key.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 3, optimizers.contains(where: { $0.phase == parts[0] }) else {
+                throw ConfigError("cannot resume: \(path) has '\(key)', not <phase>/<parameter>/<state> of a phase of \(optimizers.map(\.phase).joined(separator: ", "))")
             }
-            optimizer.momentumBuffers[prefix + name] = Tensor(shape: shape, values: t.values)
+            let id = parts[0] + "/" + prefix + parts[1]
+            if byParameter[id] == nil { order.append(id) }
+            byParameter[id, default: []].append((parts[2], Tensor(shape: t.shape, values: t.values)))
+        }
+        for id in order {
+            let slash = id.firstIndex(of: "/")!
+            let phase = String(id[..<slash]), name = String(id[id.index(after: slash)...])
+            let o = optimizers.first { $0.phase == phase }!.optimizer
+            guard o.parameters.contains(where: { $0.0 == name }) else {
+                throw ConfigError("cannot resume: \(path) has \(phase) optimiser state for '\(name)', which that optimiser does not update")
+            }
+            do { try o.setState(of: name, byParameter[id]!) } catch { throw ConfigError("cannot resume: \(path): \(error)") }
         }
     }
 
@@ -88,9 +105,9 @@ extension Experiment {
         }
         let dir = run.checkpoint(epoch: state.epoch)
         try loadWeights(from: dir)
-        optimizer.momentumBuffers = [:]
-        for p in placement.localPeers { try loadMomentum(from: dir.peerOptimizer(p), prefix: "peer\(p).") }
-        if !replicated.isEmpty { try loadMomentum(from: dir.sharedOptimizer, prefix: "") }
+        for (_, o) in optimizers { for (name, _) in o.parameters { try o.setState(of: name, []) } }
+        for p in placement.localPeers { try loadOptimizerState(from: dir.peerOptimizer(p), prefix: "peer\(p).") }
+        if !replicated.isEmpty { try loadOptimizerState(from: dir.sharedOptimizer, prefix: "") }
         return state.epoch
     }
 }

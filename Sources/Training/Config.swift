@@ -31,7 +31,10 @@ public struct TrainConfig: Equatable {
     /// `method.name` and the method's resolved keys (defaults filled in).
     public var method = "independent"
     public var methodOptions = MethodOptions()
+    /// The main optimiser: "sgd", "adam" or "adamw" (torch.optim's definitions, Layers/Optimizers.swift).
+    public var optimizer = "sgd"
     public var lr: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4, nesterov = true
+    public var beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8
     public var schedule = "cosine", milestones: [Int] = [], gamma: Float = 0.1, warmupEpochs: Float = 0
     public var schedulePerStep = false
     /// Warm-up shape: "linear" (per step from 0.1·lr) or "step" (lr·(e + 1)/W held through epoch e).
@@ -80,10 +83,14 @@ public struct TrainConfig: Equatable {
         .int("dataset.unlabeled.subset", \.unlabeledSubset, min: 0),
         .int("dataset.unlabeled.per_batch", \.unlabeledPerBatch, min: 0),
         modelsField,
+        .choice("optimizer.name", \.optimizer, ["sgd", "adam", "adamw"]),
         .number("optimizer.lr", \.lr, min: 0, openMin: true),
         .number("optimizer.momentum", \.momentum, min: 0, below: 1),
         .number("optimizer.weight_decay", \.weightDecay, min: 0),
         .bool("optimizer.nesterov", \.nesterov),
+        .number("optimizer.beta1", \.beta1, min: 0, below: 1),
+        .number("optimizer.beta2", \.beta2, min: 0, below: 1),
+        .number("optimizer.eps", \.eps, min: 0),
         .choice("schedule.name", \.schedule, ["cosine", "multistep"]),
         Field(path: "schedule.milestones", expected: "a list of epochs",
               read: { c, v, r in

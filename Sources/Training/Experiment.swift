@@ -9,6 +9,11 @@ import Layers
 import Models
 import Tensors
 
+/// A parameter a rank updates: its optimiser name, its role, and its name within its peer, module, stem or method.
+struct RankParameter {
+    let name: String, parameter: Parameter, role: ParameterRole, local: String
+}
+
 public final class Experiment {
     public let config: TrainConfig
     /// Every rank of the job.
@@ -26,9 +31,15 @@ public final class Experiment {
     public let cohort: Cohort
     /// The peers this rank hosts.
     public var models: [Classifier] { cohort.models }
-    /// One optimiser over every parameter this rank updates: "peerP.<name>" for the peers' own parameters,
-    /// "stem.<name>" for a shared stem, "method.<name>" for the method's modules.
-    let optimizer: SGD
+    /// Every parameter this rank updates, named "peerP.<name>" for a peer's network, "peerP.module.<name>" for a
+    /// method's per-peer module, "stem.<name>" for a shared stem, "method.<name>" for the method's modules.
+    let parameters: [RankParameter]
+    /// The main optimiser (`optimizer.*`, scheduled), then one per phase the method declares, in phase order.
+    let optimizers: [(phase: String, optimizer: Optimizer)]
+    /// The main optimiser.
+    var optimizer: Optimizer { optimizers[0].optimizer }
+    /// One line per optimiser: its phase, kind, and parameter groups with their lr multipliers and weight decays.
+    public let optimizerSummary: [String]
     /// Parameters every rank of the peer communicator holds a replica of (gradients summed across ranks).
     let replicated: [(String, Parameter)]
     /// The method's replicated modules under one parent, saved as one state dict.
@@ -99,14 +110,60 @@ public final class Experiment {
         cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem)
         method.start(cohort: cohort)
         methodState = ModuleGroup(method.modules)
-        var own: [(String, Parameter)] = []
+        var all: [RankParameter] = []
         for (k, p) in placement.localPeers.enumerated() {
-            own += models[k].namedParameters().filter { !(stem?.owns($0.0) ?? false) }.map { ("peer\(p)." + $0.0, $0.1) }
-            if let m = method.peerModule(k) { own += m.namedParameters().map { ("peer\(p).module." + $0.0, $0.1) } }
+            all += models[k].namedParameters().filter { !(stem?.owns($0.0) ?? false) }
+                .map { RankParameter(name: "peer\(p)." + $0.0, parameter: $0.1, role: .network, local: $0.0) }
+            if let m = method.peerModule(k) {
+                all += m.namedParameters().map { RankParameter(name: "peer\(p).module." + $0.0, parameter: $0.1, role: .peerModule, local: $0.0) }
+            }
         }
-        replicated = (stem?.parameters ?? []) + methodState.namedParameters().map { ("method." + $0.0, $0.1) }
-        optimizer = SGD(parameters: own + replicated, lr: config.lr, momentum: config.momentum,
-                        weightDecay: config.weightDecay, nesterov: config.nesterov && config.momentum > 0)
+        all += (stem?.parameters ?? []).map { RankParameter(name: $0.0, parameter: $0.1, role: .stem, local: String($0.0.dropFirst("stem.".count))) }
+        all += methodState.namedParameters().map { RankParameter(name: "method." + $0.0, parameter: $0.1, role: .method, local: $0.0) }
+        let trainable = all.filter { $0.parameter.isTrainable }
+        parameters = trainable
+        replicated = trainable.filter { $0.role == .stem || $0.role == .method }.map { ($0.name, $0.parameter) }
+        let main = Experiment.mainOptimizer(config, method: method, parameters: trainable)
+        optimizers = [("main", main.optimizer)] + method.phases.map { ($0.name, Experiment.phaseOptimizer($0, parameters: trainable)) }
+        let scalars = { (list: [(String, Parameter)]) in list.reduce(0) { $0 + $1.1.value.count } }
+        optimizerSummary = ["optimizer main (\(config.optimizer), lr \(config.lr) scheduled): "
+            + main.groups.map { "\(scalars($0.parameters)) weights at lr×\($0.lrScale), weight decay \($0.weightDecay ?? config.weightDecay)" }.joined(separator: "; ")]
+            + zip(method.phases, optimizers.dropFirst()).map { phase, o in
+                "optimizer \(phase.name) (\(phase.kind.name), lr \(phase.lr) constant): \(scalars(o.optimizer.parameters)) weights, weight decay \(phase.weightDecay)"
+            }
+    }
+
+    /// The config's optimiser over the parameters the method's main phase updates, in groups by their settings.
+    static func mainOptimizer(_ c: TrainConfig, method: DistillationMethod, parameters: [RankParameter]) -> (optimizer: Optimizer, groups: [ParameterGroup]) {
+        var groups: [ParameterGroup] = [], settings: [GroupSettings] = []
+        for p in parameters where method.mainPhaseUpdates(p.role, p.local) {
+            let s = method.groupSettings(p.role, p.local) ?? GroupSettings()
+            if let i = settings.firstIndex(of: s) { groups[i].parameters.append((p.name, p.parameter)) }
+            else { settings.append(s); groups.append(ParameterGroup([(p.name, p.parameter)], lrScale: s.lrScale, weightDecay: s.weightDecay)) }
+        }
+        switch c.optimizer {
+        case "adam", "adamw":
+            return (Adam(groups: groups, lr: c.lr, betas: (c.beta1, c.beta2), eps: c.eps, weightDecay: c.weightDecay, decoupled: c.optimizer == "adamw"), groups)
+        default:
+            return (SGD(groups: groups, lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov && c.momentum > 0), groups)
+        }
+    }
+
+    /// A method phase's optimiser over the parameters it updates.
+    static func phaseOptimizer(_ phase: OptimizerPhase, parameters: [RankParameter]) -> Optimizer {
+        let group = ParameterGroup(parameters.filter { phase.updates($0.role, $0.local) }.map { ($0.name, $0.parameter) })
+        switch phase.kind {
+        case let .sgd(momentum, nesterov):
+            return SGD(groups: [group], lr: phase.lr, momentum: momentum, weightDecay: phase.weightDecay, nesterov: nesterov)
+        case let .adam(beta1, beta2, eps, decoupled):
+            return Adam(groups: [group], lr: phase.lr, betas: (beta1, beta2), eps: eps, weightDecay: phase.weightDecay, decoupled: decoupled)
+        }
+    }
+
+    /// The optimiser of phase `i` (0: the main one) and the replicated parameters it updates.
+    func phase(_ i: Int) -> (optimizer: Optimizer, replicated: [Tensor]) {
+        let o = optimizers[i].optimizer, names = Set(o.parameters.map(\.0))
+        return (o, replicated.filter { names.contains($0.0) }.map { $0.1.value })
     }
 
     var isLeader: Bool { world.rank == 0 }

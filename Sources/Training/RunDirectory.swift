@@ -4,11 +4,11 @@
 //   checkpoints/state.json                             {"epoch": E, "peers": P, "ranks": R, "threads": T}: the commit
 //                                                      point, written last
 //   checkpoints/epoch-E/peerP.safetensors              weights and buffers of peer P (a complete model)
-//   checkpoints/epoch-E/peerP.optimizer.safetensors    its SGD momentum under its parameter names
+//   checkpoints/epoch-E/peerP.optimizer.safetensors    its optimisers' state, "<phase>/<parameter>/<state>"
 //   checkpoints/epoch-E/peerP.module.safetensors       a method's trainable per-peer module (FFL's fusion slice)
 //   checkpoints/epoch-E/peerP.extra.safetensors        a method's untrained per-peer state (PCL's mean teacher)
 //   checkpoints/epoch-E/method.safetensors             the method's replicated modules (gate, projections, ...)
-//   checkpoints/epoch-E/shared.optimizer.safetensors   momentum of replicated parameters ("stem.*", "method.*")
+//   checkpoints/epoch-E/shared.optimizer.safetensors   optimiser state of replicated parameters ("stem.*", "method.*")
 // Every file is written to a temporary name, fsynced and renamed; the previous epoch's directory is removed only
 // after state.json names the new one, so a run killed at any moment keeps a complete checkpoint.
 import Foundation

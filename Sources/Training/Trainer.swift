@@ -36,6 +36,7 @@ public final class Trainer {
         } else if x.isLeader {
             try run.create(config: config)
         }
+        if x.isLeader { x.optimizerSummary.forEach(report) }
         try x.world.barrier()
         let sampler = trainSampler
         guard sampler.batchSize >= x.replicas else {
@@ -142,60 +143,83 @@ public final class Trainer {
         return makeBatch(u, items: Array(items), augmentation: x.augmentation, seed: sampler.seed, epoch: epoch, step: step, peers: viewPeers).images
     }
 
-    /// One optimisation step on a batch: the method's objective, backward, gradient synchronisation, the update.
+    /// One optimisation step on a batch: the method's objective, backward, gradient synchronisation, the update;
+    /// then each further phase the method declares (its objective on the same batch, backward, its optimiser).
     func trainStep(_ batch: Batch, epoch: Int, step: Int, globalStep: Int, lr: Float) throws -> StepResult {
         let x = experiment
         var views = batch.images
         if let extra = unlabeledImages(globalStep: globalStep) { views = zip(views, extra).map { concat([$0, $1], axis: 0) } }
         let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: x.models.count)
+        let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep)
         x.optimizer.lr = lr
         x.optimizer.zeroGrad()
-        let result = try method.step(StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep), cohort: x.cohort)
-        try checkFinite(result, epoch: epoch, step: step)
+        var result = try method.step(input, cohort: x.cohort)
+        try checkFinite(result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step, phase: nil)
         result.objective.backward()
-        if x.peerComm.size > 1 { try syncGradients(x.replicated.map { $0.1.value }, on: x.peerComm, mode: .sum) }
-        if x.replicas > 1 { try syncGradients(x.optimizer.parameters.map { $0.1.value }, on: x.world, mode: .mean) }
+        try synchronize(phase: 0)
         x.optimizer.step()
         try x.cohort.stem?.synchronizeStatistics()
+        for (i, phase) in method.phases.enumerated() {
+            let o = x.optimizers[i + 1].optimizer
+            o.zeroGrad()
+            let r = try method.phaseStep(i, input, cohort: x.cohort)
+            try checkFinite(r.objective, terms: r.terms, peerLoss: [], epoch: epoch, step: step, phase: phase.name)
+            r.objective.backward()
+            try synchronize(phase: i + 1)
+            o.step()
+            try x.cohort.stem?.synchronizeStatistics()
+            result.terms.merge(r.terms) { $0 + $1 }
+        }
         method.afterStep(cohort: x.cohort, step: globalStep + 1)
         return result
     }
 
-    /// Stops the run at the first non-finite loss, naming the epoch, step, peer and term (before any update, so the
-    /// last checkpoint is the state to go back to).
-    func checkFinite(_ r: StepResult, epoch: Int, step: Int) throws {
-        let badPeers = zip(experiment.placement.localPeers, r.peerLoss).filter { !$0.1.isFinite }
-        let badTerms = r.terms.filter { !$0.value.isFinite }.keys.sorted()
-        guard !badPeers.isEmpty || !badTerms.isEmpty || !r.objective.item.isFinite else { return }
+    /// Sums the gradients of the replicated parameters phase `i` updates across the peer ranks and averages every
+    /// gradient it updates across data-parallel replicas.
+    func synchronize(phase i: Int) throws {
+        let x = experiment, (o, replicated) = x.phase(i)
+        if x.peerComm.size > 1 { try syncGradients(replicated, on: x.peerComm, mode: .sum) }
+        if x.replicas > 1 { try syncGradients(o.parameters.map { $0.1.value }, on: x.world, mode: .mean) }
+    }
+
+    /// Stops the run at the first non-finite loss, naming the epoch, step, peer and term (before the update that
+    /// would use it, so the last checkpoint is the state to go back to).
+    func checkFinite(_ objective: Tensor, terms: [String: Float], peerLoss: [Float], epoch: Int, step: Int, phase: String?) throws {
+        let badPeers = zip(experiment.placement.localPeers, peerLoss).filter { !$0.1.isFinite }
+        let badTerms = terms.filter { !$0.value.isFinite }.keys.sorted()
+        guard !badPeers.isEmpty || !badTerms.isEmpty || !objective.item.isFinite else { return }
         let peers = badPeers.map { "peer \($0.0) (\(config.models[$0.0])) loss \($0.1)" }
-        let terms = badTerms.map { "\($0) = \(r.terms[$0]!)" }
-        throw TrainingError.nonFiniteLoss("non-finite loss at epoch \(epoch + 1), step \(step + 1): "
-            + (peers + terms).joined(separator: ", ")
+        let terms = badTerms.map { "\($0) = \(terms[$0]!)" }
+        let what = (peers + terms).isEmpty ? ["the objective is \(objective.item)"] : peers + terms
+        throw TrainingError.nonFiniteLoss("non-finite loss at epoch \(epoch + 1), step \(step + 1)\(phase.map { " (phase \($0))" } ?? ""): "
+            + what.joined(separator: ", ")
             + "; stopped before the update (the last checkpoint in \(config.output) is intact; try a lower optimizer.lr)")
     }
 
-    /// Step timings for `distill bench step`: runs `warmup` then `steps` training steps (no files written).
-    public func benchmarkSteps(warmup: Int, steps: Int) throws -> (stepSeconds: [Double], communicationSeconds: Double, imagesPerStep: Int) {
+    /// Step timings for `distill bench step`: runs `warmup` then `steps` training steps (no files written); the
+    /// seconds and payload bytes this rank spent in collectives over the timed steps.
+    public func benchmarkSteps(warmup: Int, steps: Int) throws -> (stepSeconds: [Double], communicationSeconds: Double, payloadBytes: (sent: Int, received: Int), imagesPerStep: Int) {
         let x = experiment, sampler = trainSampler
         x.setTraining(true)
-        var times: [Double] = [], comm = 0.0, epoch = 0, global = 0
+        var times: [Double] = [], comm = 0.0, bytes = (sent: 0, received: 0), epoch = 0, global = 0
         while times.count < steps {
             for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
                 try x.world.barrier()
-                let c0 = x.world.communicationSeconds, t0 = Date()
+                let c0 = x.world.communicationSeconds, b0 = x.world.payloadBytes, t0 = Date()
                 _ = try trainStep(batch, epoch: epoch, step: step, globalStep: global, lr: config.lr)
-                let c1 = x.world.communicationSeconds
+                let c1 = x.world.communicationSeconds, b1 = x.world.payloadBytes
                 try x.world.barrier()
                 if global >= warmup {
                     times.append(Date().timeIntervalSince(t0))
                     comm += c1 - c0
+                    bytes.sent += b1.sent - b0.sent; bytes.received += b1.received - b0.received
                 }
                 global += 1
                 if times.count == steps { break }
             }
             epoch += 1
         }
-        return (times, comm, sampler.batchSize)
+        return (times, comm, bytes, sampler.batchSize)
     }
 }
 

@@ -19,7 +19,7 @@ func value(_ tag: Int, _ r: Int, _ i: Int) -> Float { Float((tag * 131 + r * 17 
 
 struct SelfTestCollectives: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "collectives",
-        abstract: "Every collective with odd and empty sizes, the differentiable collectives against one process, placement, gradient sync.")
+        abstract: "Every collective with odd and empty sizes, the differentiable collectives against one process, placement, the ring exchange, gradient sync.")
 
     @Flag(help: "Fingerprint every collective.") var checkCollectives = false
 
@@ -153,6 +153,20 @@ struct SelfTestCollectives: ParsableCommand {
                 let want = (0..<R).map { weight($0, p) }.reduce(0, +)
                 if local[k].grad?.array != [Float](repeating: want, count: 6) {
                     failures.append("gatherPeers backward: peer \(p) of \(peers) on \(R) ranks has gradient \(local[k].grad?.array ?? []), expected \(want)")
+                }
+            }
+        }
+        // The ring: each peer receives its predecessor's tensor, with shapes that differ by peer, on divisible and
+        // uneven placements.
+        for peers in Set([R, 2 * R, R + 1, 2 * R + 1, 3]).sorted() where peers >= R {
+            let placement = try PeerPlacement(peers: peers, ranks: R, rank: me)
+            let shapes = (0..<peers).map { [2, $0 % 3 + 1] }
+            func peer(_ p: Int) -> Tensor { Tensor(shape: shapes[p], values: (0..<(2 * (p % 3 + 1))).map { value(60, p, $0) }) }
+            let got = try placement.ringPredecessors(placement.localPeers.map(peer), shapes: shapes, on: comm)
+            for (k, p) in placement.localPeers.enumerated() {
+                let q = (p + peers - 1) % peers
+                if got[k].shape != shapes[q] || got[k].array != peer(q).array {
+                    failures.append("ringPredecessors: peer \(p) of \(peers) on \(R) ranks got \(got[k].shape) \(got[k].array), expected peer \(q)'s")
                 }
             }
         }

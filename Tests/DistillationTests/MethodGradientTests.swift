@@ -93,6 +93,46 @@ final class MethodGradientTests: XCTestCase {
                     rampUpEpochs: 80, generator: &g)
         let slices = (0..<2).flatMap { k in m.peerModule(k)!.namedParameters().map { ("peer\(k).\($0.0)", $0.1.value) } }
         try check(m, c, slices + m.modules.flatMap { n, mod in mod.namedParameters().map { ("\(n).\($0.0)", $0.1.value) } }
-                  + [param(c.models[1], "fc.weight")], eps: 1e-2)
+                  + [param(c.models[1], "fc.weight")], eps: 2e-3)
+    }
+
+    /// AFD's logit objective (mutual KL, detached targets), and its two adversarial phases: the discriminator loss
+    /// with respect to every discriminator's weights, the networks' adversarial loss with respect to a network's
+    /// weights and its 1×1 adapter (resnet8 and wrn10_2 differ in channels, so both adapters exist), at λ = 1.
+    func testAFD() throws {
+        let c = try cohort(["resnet8", "wrn10_2", "resnet8"], sharesStem: false)
+        let m = AFD(localPeers: [0, 1, 2], channels: c.models.map(\.featureChannels), seed: 2, temperature: 3)
+        try check(m, c, [param(c.models[0], "fc.weight"), param(c.models[1], "block3.layer.0.conv1.weight"), param(c.models[2], "bn1.bias")])
+        let input = StepInput(images: Array(repeating: randomTensor([8, 16, 16, 1], seed: 91), count: 3), labels: [0, 1, 2, 3, 4, 0, 3, 1],
+                              epoch: 0, step: 0)
+        let modules = (0..<3).map { m.peerModule($0)! }
+        let discriminators = modules.enumerated().flatMap { k, mod in
+            mod.namedParameters().filter { $0.0.hasPrefix("discriminator.") }.map { ("peer\(k).\($0.0)", $0.1.value) }
+        }
+        XCTAssertEqual(discriminators.count, 3 * 6, "conv1 weight and bias, bn weight and bias, conv2 weight and bias")
+        for (name, t) in discriminators {
+            gradCheck([t], eps: 1e-2, rtol: 3e-2, atol: 2e-3, maxCoordinates: 8, "afd discriminator loss, \(name)") { _ in
+                (try? m.phaseStep(0, input, cohort: c).objective) ?? Tensor(scalar: .nan)
+            }
+        }
+        let adapters = modules.enumerated().compactMap { k, mod in
+            mod.namedParameters().first { $0.0 == "adapter.weight" }.map { ("peer\(k).adapter.weight", $0.1.value) }
+        }
+        XCTAssertEqual(adapters.map(\.0), ["peer1.adapter.weight", "peer2.adapter.weight"], "the cycle resnet8 → wrn10_2 → resnet8 → resnet8: channels change into peers 1 and 2")
+        for (name, t) in adapters + [param(c.models[1], "block2.layer.0.conv2.weight"), param(c.models[2], "layer3.0.bn2.weight")] {
+            gradCheck([t], eps: 1e-2, rtol: 3e-2, atol: 2e-3, maxCoordinates: 8, "afd adversarial loss, \(name)") { _ in
+                guard (try? m.phaseStep(0, input, cohort: c)) != nil, let r = try? m.phaseStep(1, input, cohort: c) else { return Tensor(scalar: .nan) }
+                return r.objective
+            }
+        }
+    }
+
+    /// The least-squares losses against their definitions, values and gradients.
+    func testLSGANLosses() {
+        let real = Tensor(shape: [3], values: [0.9, 0.2, 0.6]), fake = Tensor(shape: [3], values: [0.1, 0.7, 0.4])
+        XCTAssertEqual(lsganDiscriminatorLoss(real: real, fake: fake).item, (0.01 + 0.64 + 0.16) / 3 + (0.01 + 0.49 + 0.16) / 3, accuracy: 1e-6)
+        XCTAssertEqual(lsganGeneratorLoss(fake: fake).item, (0.81 + 0.09 + 0.36) / 3, accuracy: 1e-6)
+        gradCheck([real, fake], eps: 1e-3, "LSGAN discriminator loss") { lsganDiscriminatorLoss(real: $0[0], fake: $0[1]) }
+        gradCheck([fake], eps: 1e-3, "LSGAN generator loss") { lsganGeneratorLoss(fake: $0[0]) }
     }
 }

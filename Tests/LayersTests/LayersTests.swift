@@ -130,6 +130,52 @@ final class LayersTests: XCTestCase {
         XCTAssertEqual(Adam(parameters: [], decoupled: true).weightDecay, 0.01, "AdamW's default weight decay")
     }
 
+    /// Parameter groups: each group's parameters step as an optimiser of their own with lr × lrScale and the
+    /// group's weight decay (or the optimiser's, when the group gives none) would, for SGD and Adam.
+    func testParameterGroupsActAsSeparateOptimisers() {
+        func params() -> [Parameter] { [Parameter(Tensor(shape: [2], values: [1, -2])), Parameter(Tensor(shape: [3], values: [0.5, 0.1, -1]))] }
+        let grads: [[Float]] = [[0.3, -0.7], [1, 2, -0.5]]
+        for adam in [false, true] {
+            let grouped = params(), alone = params()
+            let lr: Float = 0.1
+            func make(_ groups: [ParameterGroup], _ lr: Float, _ wd: Float) -> Optimizer {
+                adam ? Adam(groups: groups, lr: lr, weightDecay: wd) : SGD(groups: groups, lr: lr, momentum: 0.9, weightDecay: wd, nesterov: true)
+            }
+            let g = make([ParameterGroup([("a", grouped[0])]), ParameterGroup([("b", grouped[1])], lrScale: 0.5, weightDecay: 1e-2)], lr, 5e-4)
+            let a = make([ParameterGroup([("a", alone[0])])], lr, 5e-4), b = make([ParameterGroup([("b", alone[1])])], lr * 0.5, 1e-2)
+            for _ in 0..<3 {
+                for (k, list) in [grouped, alone].enumerated() {
+                    for (p, gr) in zip(list, grads) { p.value.grad = Tensor(shape: p.value.shape, values: gr) }
+                    if k == 0 { g.step() } else { a.step(); b.step() }
+                }
+            }
+            for i in 0..<2 { XCTAssertEqual(grouped[i].value.array, alone[i].value.array, "\(adam ? "Adam" : "SGD") group \(i)") }
+            XCTAssertEqual(g.parameters.map(\.0), ["a", "b"])
+        }
+    }
+
+    /// An optimiser's named state restored into a fresh one continues exactly (the resume path); state that does not
+    /// fit is refused with the parameter named.
+    func testOptimizerStateRoundTrip() throws {
+        for adam in [false, true] {
+            func make(_ p: Parameter) -> Optimizer {
+                adam ? Adam(parameters: [("w", p)], lr: 0.05) : SGD(parameters: [("w", p)], lr: 0.05, momentum: 0.9)
+            }
+            let p = Parameter(Tensor(shape: [3], values: [1, 2, 3])), q = Parameter(Tensor(shape: [3], values: [1, 2, 3]))
+            let o = make(p), fresh = make(q)
+            func grad(_ x: Parameter, _ k: Int) { x.value.grad = Tensor(shape: [3], values: [Float(k) - 0.5, 1, -2]) }
+            for k in 0..<2 { grad(p, k); o.step() }
+            q.value.data.update(from: p.value.data, count: 3)
+            let state = o.state(of: "w")
+            XCTAssertEqual(state.map(\.0), adam ? ["exp_avg", "exp_avg_sq", "step"] : ["momentum_buffer"])
+            try fresh.setState(of: "w", state.map { ($0.0, $0.1.copy()) })
+            grad(p, 2); o.step(); grad(q, 2); fresh.step()
+            XCTAssertEqual(p.value.array, q.value.array, adam ? "Adam" : "SGD")
+            XCTAssertThrowsError(try fresh.setState(of: "w", [(state[0].0, Tensor(zeros: [4]))]))
+            XCTAssertThrowsError(try fresh.setState(of: "nope", state))
+        }
+    }
+
     func testLayerGradients() {
         var g = Generator(seed: 4)
         let conv = Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1, bias: true, generator: &g)

@@ -18,7 +18,7 @@ import XCTest
 /// Methods with shared or fused parts are therefore compared at lr 0.003, where 5 steps on 1 and on R ranks
 /// agree to about 2e-8 (at lr 0.01 a mass ReLU crossing already lifts FFL to 1e-4).
 final class OnlineMethodTests: XCTestCase {
-    var dir = ""
+    var dir = "", lastOutput = ""
 
     override func setUpWithError() throws {
         try requirePrerequisites(.fashionMNIST, .binary, .mpirun)
@@ -41,6 +41,7 @@ final class OnlineMethodTests: XCTestCase {
         let r = ranks == 1 ? runProcess(distillBinary, args, environment: check, timeout: 300)
                            : runProcess(packageRoot + "/launch/run", ["-np", "\(ranks)", "--"] + args, environment: check, timeout: 300)
         XCTAssertEqual(r.status, 0, r.output)
+        lastOutput = r.output
         return out + "/checkpoints/epoch-1"
     }
 
@@ -173,6 +174,32 @@ final class OnlineMethodTests: XCTestCase {
     }
 }
 
+extension OnlineMethodTests {
+    /// AFD: a cycle of three networks of two widths (adapters on both sides of the wide one), its logit update and
+    /// both adversarial phases, on 1, 3 and 2 ranks; the feature maps travel through the ring exchange.
+    func testAFDAgreesOnEveryPlacement() throws {
+        let (one, many) = try checkEquality("afd", models: ["resnet8", "wrn10_2", "resnet14"], ranks: [3, 2],
+                                            extra: ["--set", "optimizer.lr=0.003"])
+        for dir in [one] + many {
+            for p in 0..<3 { XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/peer\(p).module.safetensors")) }
+        }
+        XCTAssertTrue(lastOutput.contains("optimizer discriminator (adam, lr 2e-05 constant)"), lastOutput)
+        let metrics = try String(contentsOfFile: (many[0] as NSString).deletingLastPathComponent + "/../metrics.jsonl", encoding: .utf8)
+        let m = try JSONDecoder().decode(EpochMetrics.self, from: Data(metrics.split(separator: "\n").last!.utf8))
+        XCTAssertEqual(m.terms.keys.sorted(), ["adversarial", "ce", "discriminator", "kl"])
+        XCTAssertTrue(m.terms.values.allSatisfy { $0.isFinite && $0 > 0 }, "\(m.terms)")
+    }
+
+    /// FFL-S, the official form: three sub-networks share conv1..layer2; the fusion module trains at its own weight
+    /// decay (1e-5) in a parameter group of the one optimiser.
+    func testFFLSharedStemAgreesOnEveryPlacement() throws {
+        let (_, many) = try checkEquality("ffl", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2],
+                                          extra: ["--set", "method.shared_stem=true", "--set", "optimizer.lr=0.003"])
+        for dir in many { try checkStemReplicasAgree(dir, peers: 3) }
+        XCTAssertTrue(lastOutput.contains("weight decay 0.0001; ") && lastOutput.contains("weight decay 1e-05"), lastOutput)
+    }
+}
+
 /// One model on two ranks trains data-parallel: each rank takes half of every batch, gradients are averaged.
 final class DataParallelTests: XCTestCase {
     override func setUpWithError() throws { try requirePrerequisites(.fashionMNIST, .binary, .mpirun) }
@@ -205,6 +232,26 @@ final class BenchAndEvalCommandTests: XCTestCase {
     func json(_ output: String) throws -> [String: Any] {
         let line = output.split(separator: "\n").first { $0.hasPrefix("{") } ?? ""
         return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], output)
+    }
+
+    /// AFD's ring: the payload a rank sends and receives per step stays flat from K = 2 to K = 4 networks (its
+    /// predecessor's feature map and the others' logits), where an allgather of maps would grow with K − 1.
+    func testAFDPayloadPerRankIsFlatInK() throws {
+        func payload(_ K: Int) throws -> (sent: Double, received: Double) {
+            let models = "[" + Array(repeating: "resnet8", count: K).joined(separator: ", ") + "]"
+            let r = runProcess(packageRoot + "/launch/run", ["-np", "\(K)", "--oversubscribe", "--", "bench", "step", "--config", packageRoot + "/configs/afd.yaml",
+                "--steps", "2", "--warmup", "1", "--json", "--set", "models=\(models)", "--set", "batch_size=32", "--set", "threads=1",
+                "--set", "dataset.train_subset=128", "--set", "dataset.test_subset=32"], timeout: 300)
+            XCTAssertEqual(r.status, 0, r.output)
+            let b = try json(r.output)
+            return (try XCTUnwrap(b["payload_sent_kib_per_step"] as? Double), try XCTUnwrap(b["payload_received_kib_per_step"] as? Double))
+        }
+        let two = try payload(2), four = try payload(4)
+        let map = 32.0 * 7 * 7 * 64 * 4 / 1024, logits = 32.0 * 10 * 4 / 1024  // KiB: resnet8's last map and its logits
+        XCTAssertEqual(two.sent, map + logits, accuracy: 0.01, "one map and one set of logits out")
+        XCTAssertEqual(four.sent, map + logits, accuracy: 0.01)
+        XCTAssertEqual(two.received, map + logits, accuracy: 0.01, "the predecessor's map and the other's logits in")
+        XCTAssertEqual(four.received, map + 3 * logits, accuracy: 0.01, "the predecessor's map and three others' logits in")
     }
 
     func testBenchStepAndEvalOnTwoRanks() throws {

@@ -10,7 +10,7 @@ import Training
 import XCTest
 
 /// A run killed with SIGKILL after its first checkpoint and resumed ends with exactly the weights of an
-/// uninterrupted run, on 1 rank and on 2 ranks.
+/// uninterrupted run, on 1 rank and on 2 ranks, and for AFD with its three optimisers (SGD, two Adams).
 final class ResumeTests: XCTestCase {
     var dir = ""
 
@@ -22,20 +22,22 @@ final class ResumeTests: XCTestCase {
 
     override func tearDown() { if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) } }
 
-    func command(_ ranks: Int, _ out: String, resume: Bool = false) -> (String, [String]) {
-        var args = ["train", packageRoot + "/configs/demo.yaml", "--out", out, "--set", "epochs=3",
+    func command(_ ranks: Int, _ out: String, config: String = "demo", models: [String]? = nil, resume: Bool = false) -> (String, [String]) {
+        var args = ["train", packageRoot + "/configs/\(config).yaml", "--out", out, "--set", "epochs=3",
                     "--set", "dataset.train_subset=1536", "--set", "dataset.test_subset=256", "--set", "threads=1"]
-        if ranks > 1 { args += ["--set", "models=[resnet8, resnet8]"] }
+        if let models { args += ["--set", "models=[\(models.joined(separator: ", "))]"] }
+        else if ranks > 1 { args += ["--set", "models=[resnet8, resnet8]"] }
         if resume { args.append("--resume") }
         return ranks == 1 ? (distillBinary, args) : (packageRoot + "/launch/run", ["-np", "\(ranks)", "--"] + args)
     }
 
-    func check(ranks: Int) throws {
-        let (exe, straight) = command(ranks, dir + "/straight")
+    /// Compares every file of the final checkpoint (weights, optimiser state, per-peer modules).
+    func check(ranks: Int, config: String = "demo", models: [String]? = nil) throws {
+        let (exe, straight) = command(ranks, dir + "/straight", config: config, models: models)
         let a = runProcess(exe, straight, timeout: 300)
         XCTAssertEqual(a.status, 0, a.output)
         // Start the same run, kill it as soon as the first checkpoint is committed, resume it.
-        let (_, killedArgs) = command(ranks, dir + "/killed")
+        let (_, killedArgs) = command(ranks, dir + "/killed", config: config, models: models)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = killedArgs
@@ -51,15 +53,17 @@ final class ResumeTests: XCTestCase {
         if ranks > 1 { _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", dir + "/killed"]) }
         p.waitUntilExit()
         XCTAssertEqual(try RunDirectory(dir + "/killed").readState().epoch, 1, "killed after the first checkpoint")
-        let (_, resumeArgs) = command(ranks, dir + "/killed", resume: true)
+        let (_, resumeArgs) = command(ranks, dir + "/killed", config: config, models: models, resume: true)
         let b = runProcess(exe, resumeArgs, timeout: 300)
         XCTAssertEqual(b.status, 0, b.output)
         XCTAssertTrue(b.output.contains("resuming after epoch 1"), b.output)
-        for peer in 0..<ranks {
-            let x = FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-3/peer\(peer).safetensors")
-            let y = FileManager.default.contents(atPath: dir + "/killed/checkpoints/epoch-3/peer\(peer).safetensors")
-            XCTAssertNotNil(x)
-            XCTAssertEqual(x, y, "peer \(peer): resumed weights are bit-identical to the uninterrupted run")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-3").sorted()
+        XCTAssertEqual(files, try FileManager.default.contentsOfDirectory(atPath: dir + "/killed/checkpoints/epoch-3").sorted())
+        for peer in 0..<(models?.count ?? ranks) { XCTAssertTrue(files.contains("peer\(peer).safetensors"), "\(files)") }
+        for f in files {
+            let x = FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-3/" + f)
+            let y = FileManager.default.contents(atPath: dir + "/killed/checkpoints/epoch-3/" + f)
+            XCTAssertEqual(x, y, "\(f): resumed run is bit-identical to the uninterrupted run")
         }
         let lines = try String(contentsOfFile: dir + "/killed/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 3, "one metrics line per epoch after resuming")
@@ -70,5 +74,17 @@ final class ResumeTests: XCTestCase {
 
     func testResumeOnTwoRanks() throws {
         try check(ranks: 2)
+    }
+
+    /// AFD on 2 ranks, networks of different widths (so both adapters exist): the logit SGD's momentum, both
+    /// Adams' moments and step counts, the discriminators and adapters all come back exactly.
+    func testAFDResumeOnTwoRanks() throws {
+        try check(ranks: 2, config: "afd", models: ["resnet8", "wrn10_2"])
+        let (state, _) = try SafeTensors.read(dir + "/killed/checkpoints/epoch-3/peer1.optimizer.safetensors")
+        let phases = Set(state.map { String($0.0.split(separator: "/")[0]) })
+        XCTAssertEqual(phases, ["main", "discriminator", "adversarial"])
+        let steps = state.first { $0.0 == "discriminator/module.discriminator.conv1.weight/step" }?.1.values
+        XCTAssertEqual(steps, [Float(3 * 1536 / 128)], "Adam's step count after 3 epochs of 12 steps")
+        XCTAssertNotNil(state.first { $0.0 == "adversarial/module.adapter.weight/exp_avg" }, "the adapter trains in the adversarial phase")
     }
 }

@@ -24,6 +24,10 @@ int cmpi_allgatherv(int comm, const void *send, int count, void *recv, const int
                     int dtype, double timeout);
 int cmpi_bcast(int comm, void *buffer, int count, int dtype, int root, double timeout);
 int cmpi_barrier(int comm, double timeout);
+/* Point-to-point: receives recv_counts[i] items from sources[i] into recvs[i] and sends send_counts[i] items of
+   sends[i] to dests[i], all at once (at most 64 messages; one message per pair of ranks per call). */
+int cmpi_exchange(int comm, int nsend, const int *dests, const void *const *sends, const int *send_counts,
+                  int nrecv, const int *sources, void *const *recvs, const int *recv_counts, int dtype, double timeout);
 int cmpi_split(int comm, int color, int key, int *newcomm);
 int cmpi_free(int comm);
 void cmpi_abort(int comm, int code);
