@@ -11,7 +11,7 @@ import Tensors
 public final class Trainer {
     public let experiment: Experiment
     /// Called with every progress line (rank 0 only).
-    public var report: (String) -> Void = { print($0) }
+    public var report: (String) -> Void = { print($0); fflush(stdout) }
 
     public init(config: TrainConfig, comm: Communicator) throws {
         experiment = try Experiment(config: config, comm: comm)

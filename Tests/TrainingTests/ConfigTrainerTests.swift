@@ -42,6 +42,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(r.contains("batch_size: expected an integer ≥ 1, got 0"), r)
         let s = message { _ = try TrainConfig.parse("schedule:\n  name: linear\n", source: "x.yaml") }
         XCTAssertTrue(s.contains("schedule.name: expected cosine or multistep"), s)
+        let o = message { _ = try TrainConfig.parse("optimizer:\n  name: rmsprop\n", source: "x.yaml") }
+        XCTAssertTrue(o.contains("optimizer.name: expected sgd or adam or adamw, got 'rmsprop'"), o)
         XCTAssertTrue(message { _ = try TrainConfig.parse("- 1\n- 2\n", source: "x.yaml") }.contains("top level must be a mapping"))
         XCTAssertTrue(message { _ = try TrainConfig.load("/nonexistent.yaml") }.contains("no such config file"))
     }
@@ -140,6 +142,33 @@ final class TrainerTests: XCTestCase {
         let reloaded = try ModelZoo.make("resnet8", classes: 10, inChannels: 1, generator: &g)
         try reloaded.loadSafeTensors(from: out + "/checkpoints/epoch-2/peer1.safetensors")
         XCTAssertEqual(reloaded.namedState().map { $0.1.value.array }, models[1].namedState().map { $0.1.value.array })
+    }
+
+    /// AdamW as the main optimiser (`optimizer.name`): a run resumed after its first epoch ends bit-identical to an
+    /// uninterrupted one, its moments and step counts included.
+    func testAdamWMainOptimiserResumesExactly() throws {
+        try requirePrerequisites(.fashionMNIST)
+        let root = NSTemporaryDirectory() + "distill-adamw-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        func run(_ out: String, epochs: Int, resume: Bool) throws {
+            var c = try TrainConfig.parse("", source: "test", overrides: [
+                "epochs=\(epochs)", "batch_size=64", "dataset.train_subset=256", "dataset.test_subset=64", "threads=1",
+                "models=[resnet8]", "optimizer.name=adamw", "optimizer.lr=0.002", "optimizer.weight_decay=0.01"])
+            c.output = out
+            let t = try Trainer(config: c, comm: try MPICommunicator.world())
+            t.report = { _ in }
+            try t.run(resume: resume)
+        }
+        try run(root + "/straight", epochs: 2, resume: false)
+        try run(root + "/resumed", epochs: 1, resume: false)
+        try run(root + "/resumed", epochs: 2, resume: true)
+        for f in ["peer0.safetensors", "peer0.optimizer.safetensors"] {
+            let a = FileManager.default.contents(atPath: root + "/straight/checkpoints/epoch-2/" + f)
+            XCTAssertNotNil(a)
+            XCTAssertEqual(a, FileManager.default.contents(atPath: root + "/resumed/checkpoints/epoch-2/" + f), f)
+        }
+        let (state, _) = try SafeTensors.read(root + "/straight/checkpoints/epoch-2/peer0.optimizer.safetensors")
+        XCTAssertEqual(state.first { $0.0 == "main/fc.weight/step" }?.1.values, [8], "4 steps per epoch, 2 epochs")
     }
 
     /// A loss that turns non-finite stops the run at that step, naming it; the last checkpoint stays intact.
