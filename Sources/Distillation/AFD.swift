@@ -14,7 +14,8 @@
 // No official code was found: every choice below is ours (the paper's description, ../shared/METHODS.md "AFD").
 //   • D_k: Conv2d(C→C, 2×2, stride 1, bias) → BatchNorm → LeakyReLU(0.2) → Conv2d(C→1, 2×2, stride 2, bias) →
 //     sigmoid → mean over positions: one score per sample in (0, 1).
-//   • For K > 2 the logit term averages the KL over every other network (DML's form; the paper's K = 2 has one).
+//   • For K > 2 the logit term averages the KL over every other network: DML's objective (DML.swift), which the
+//     logit update runs as it is (the paper's K = 2 has one peer).
 //   • Steps 2 and 3 use one forward after step 1 (the discriminator update does not change the networks), so a
 //     step costs two forwards and two backwards of a network; batch-norm running statistics see both forwards.
 //   • Adam lr 2e-5 (`adversarial_lr`), torch's betas (0.9, 0.999), no weight decay, constant (not scheduled); λ = 1
@@ -89,6 +90,8 @@ public final class AFD: DistillationMethod {
     public let temperature: Float, adversarialLR: Float, adversarialWeight: Float
     /// Final feature channels of every network.
     let channels: [Int]
+    /// The logit terms: DML's mutual KL at `temperature`.
+    let mutual: DML
     /// The local networks' discriminators and adapters, in local order.
     let adversaries: [AFDPeerModules]
     /// The step's feature maps after the logit update, through the adapters (on the tape), kept from the
@@ -102,6 +105,7 @@ public final class AFD: DistillationMethod {
                 adversarialWeight: Float = 1) {
         self.temperature = temperature; self.adversarialLR = adversarialLR; self.adversarialWeight = adversarialWeight
         self.channels = channels
+        mutual = DML(temperature: temperature)
         let K = channels.count
         adversaries = localPeers.map { p in
             var g = Generator(seed: seed, stream: [0x6166_6400, UInt64(p)])  // "afd"
@@ -126,27 +130,10 @@ public final class AFD: DistillationMethod {
         ]
     }
 
+    /// The logit update is DML's objective at this temperature.
     public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
-        guard let labels = input.labels else { throw MethodError("afd needs labels") }
-        let logits = cohort.logits(input.images[0])
-        let all = try cohort.gatherDetached(logits)
-        let K = cohort.peers
-        var total: Tensor?, losses: [Float] = [], ce: Float = 0, kl: Float = 0
-        for (k, p) in cohort.placement.localPeers.enumerated() {
-            let c = crossEntropy(logits[k], labels: labels)
-            var mutual: Tensor?
-            for j in 0..<K where j != p {
-                let d = klDivergence(student: logits[k], teacher: all[j], temperature: temperature)
-                mutual = mutual.map { $0 + d } ?? d
-            }
-            let m = mutual! * (1 / Float(K - 1))
-            let loss = c + m
-            ce += c.item; kl += m.item
-            total = total.map { $0 + loss } ?? loss
-            losses.append(loss.item)
-        }
-        return StepResult(objective: total!, peerLogits: logits, peerLoss: losses, terms: ["ce": ce, "kl": kl],
-                          teacherLogits: meanLogits(all))
+        guard input.labels != nil else { throw MethodError("afd needs labels") }
+        return try mutual.step(input, cohort: cohort)
     }
 
     public func phaseStep(_ phase: Int, _ input: StepInput, cohort: Cohort) throws -> PhaseResult {
@@ -194,8 +181,5 @@ public final class AFD: DistillationMethod {
         checkedShapes = true
     }
 
-    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
-        let logits = cohort.logits(x)
-        return Predictions(peers: logits, teacher: meanLogits(try cohort.gatherDetached(logits)))
-    }
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions { try mutual.evaluate(x, cohort: cohort) }
 }
