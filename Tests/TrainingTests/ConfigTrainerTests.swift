@@ -115,12 +115,10 @@ final class TrainerTests: XCTestCase {
         try requirePrerequisites(.fashionMNIST)
         let out = NSTemporaryDirectory() + "distill-train-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
-        var c = try TrainConfig.parse("", source: "test", overrides: [
+        let trainer = try quietTrainer(out: out, [
             "epochs=2", "batch_size=64", "dataset.train_subset=512", "dataset.test_subset=256",
             "models=[resnet8, resnet8]", "optimizer.lr=0.05"])
-        c.output = out
-        let trainer = try Trainer(config: c, comm: try MPICommunicator.world())
-        trainer.report = { _ in }
+        let c = trainer.experiment.config
         let history = try trainer.run()
         XCTAssertEqual(history.count, 2)
         XCTAssertEqual(history[1].testTop1?.count, 2)
@@ -147,18 +145,23 @@ final class TrainerTests: XCTestCase {
 
     /// AdamW as the main optimiser (`optimizer.name`): a run resumed after its first epoch ends bit-identical to an
     /// uninterrupted one, its moments and step counts included.
+    /// A trainer for the default config with `overrides`, writing to `out`, printing nothing.
+    func quietTrainer(out: String, _ overrides: [String]) throws -> Trainer {
+        var c = try TrainConfig.parse("", source: "test", overrides: overrides)
+        c.output = out
+        let t = try Trainer(config: c, comm: try MPICommunicator.world())
+        t.report = { _ in }
+        return t
+    }
+
     func testAdamWMainOptimiserResumesExactly() throws {
         try requirePrerequisites(.fashionMNIST)
         let root = NSTemporaryDirectory() + "distill-adamw-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: root) }
         func run(_ out: String, epochs: Int, resume: Bool) throws {
-            var c = try TrainConfig.parse("", source: "test", overrides: [
+            try quietTrainer(out: out, [
                 "epochs=\(epochs)", "batch_size=64", "dataset.train_subset=256", "dataset.test_subset=64", "threads=1",
-                "models=[resnet8]", "optimizer.name=adamw", "optimizer.lr=0.002", "optimizer.weight_decay=0.01"])
-            c.output = out
-            let t = try Trainer(config: c, comm: try MPICommunicator.world())
-            t.report = { _ in }
-            try t.run(resume: resume)
+                "models=[resnet8]", "optimizer.name=adamw", "optimizer.lr=0.002", "optimizer.weight_decay=0.01"]).run(resume: resume)
         }
         try run(root + "/straight", epochs: 2, resume: false)
         try run(root + "/resumed", epochs: 1, resume: false)
@@ -178,12 +181,9 @@ final class TrainerTests: XCTestCase {
         let out = NSTemporaryDirectory() + "distill-nan-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
         // Epoch 1 trains normally; from epoch 2 the learning rate is 1e11 and the loss overflows within steps.
-        var c = try TrainConfig.parse("", source: "test", overrides: [
+        let trainer = try quietTrainer(out: out, [
             "epochs=2", "batch_size=64", "dataset.train_subset=640", "dataset.test_subset=64", "model=resnet8",
             "schedule.name=multistep", "schedule.milestones=[1]", "schedule.gamma=1e12", "optimizer.lr=0.1"])
-        c.output = out
-        let trainer = try Trainer(config: c, comm: try MPICommunicator.world())
-        trainer.report = { _ in }
         var message = ""
         do { try trainer.run() } catch { message = "\(error)" }
         XCTAssertTrue(message.contains("non-finite loss at epoch 2, step "), message)
