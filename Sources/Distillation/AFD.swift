@@ -87,7 +87,8 @@ public final class AFD: DistillationMethod {
         }
 
     public let name = "afd"
-    public let temperature: Float, adversarialLR: Float, adversarialWeight: Float
+    public let adversarialLR: Float, adversarialWeight: Float
+    public var temperature: Float { mutual.temperature }
     /// Final feature channels of every network.
     let channels: [Int]
     /// The logit terms: DML's mutual KL at `temperature`.
@@ -103,7 +104,7 @@ public final class AFD: DistillationMethod {
     /// `seed` fixes each network's discriminator and adapter by peer, so they do not depend on placement.
     public init(localPeers: [Int], channels: [Int], seed: UInt64, temperature: Float = 3, adversarialLR: Float = 2e-5,
                 adversarialWeight: Float = 1) {
-        self.temperature = temperature; self.adversarialLR = adversarialLR; self.adversarialWeight = adversarialWeight
+        self.adversarialLR = adversarialLR; self.adversarialWeight = adversarialWeight
         self.channels = channels
         mutual = DML(temperature: temperature)
         let K = channels.count

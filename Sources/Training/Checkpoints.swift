@@ -14,10 +14,10 @@ extension Experiment {
     /// Every optimiser's state of the parameters whose names start with `prefix`, as "<phase>/<name>/<state>"
     /// (the prefix removed from the name when `strip`).
     func optimizerState(prefix: String, strip: Bool) -> [(String, Tensor)] {
-        optimizers.flatMap { phase, o in
-            o.parameters.filter { $0.0.hasPrefix(prefix) }.flatMap { name, _ in
+        optimizers.flatMap { phase in
+            phase.optimizer.parameters.filter { $0.0.hasPrefix(prefix) }.flatMap { name, _ in
                 let shown = strip ? String(name.dropFirst(prefix.count)) : name
-                return o.state(of: name).map { ("\(phase)/\(shown)/\($0.0)", $0.1) }
+                return phase.optimizer.state(of: name).map { ("\(phase.phase)/\(shown)/\($0.0)", $0.1) }
             }
         }
     }
@@ -71,19 +71,19 @@ extension Experiment {
     /// checking that every phase, parameter and shape exists.
     func loadOptimizerState(from path: String, prefix: String) throws {
         let (tensors, _) = try SafeTensors.read(path)
-        var byParameter: [String: [(String, Tensor)]] = [:], order: [String] = []
+        // Each (phase, parameter)'s state tensors, in file order.
+        var byParameter: [[String]: [(String, Tensor)]] = [:], order: [[String]] = []
         for (key, t) in tensors {
             let parts = key.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 3, optimizers.contains(where: { $0.phase == parts[0] }) else {
                 throw ConfigError("cannot resume: \(path) has '\(key)', not <phase>/<parameter>/<state> of a phase of \(optimizers.map(\.phase).joined(separator: ", "))")
             }
-            let id = parts[0] + "/" + prefix + parts[1]
+            let id = [parts[0], prefix + parts[1]]
             if byParameter[id] == nil { order.append(id) }
             byParameter[id, default: []].append((parts[2], Tensor(shape: t.shape, values: t.values)))
         }
         for id in order {
-            let slash = id.firstIndex(of: "/")!
-            let phase = String(id[..<slash]), name = String(id[id.index(after: slash)...])
+            let (phase, name) = (id[0], id[1])
             let o = optimizers.first { $0.phase == phase }!.optimizer
             guard o.parameters.contains(where: { $0.0 == name }) else {
                 throw ConfigError("cannot resume: \(path) has \(phase) optimiser state for '\(name)', which that optimiser does not update")
@@ -105,7 +105,7 @@ extension Experiment {
         }
         let dir = run.checkpoint(epoch: state.epoch)
         try loadWeights(from: dir)
-        for (_, o) in optimizers { for (name, _) in o.parameters { try o.setState(of: name, []) } }
+        for o in optimizers.map(\.optimizer) { for (name, _) in o.parameters { try o.setState(of: name, []) } }
         for p in placement.localPeers { try loadOptimizerState(from: dir.peerOptimizer(p), prefix: "peer\(p).") }
         if !replicated.isEmpty { try loadOptimizerState(from: dir.sharedOptimizer, prefix: "") }
         return state.epoch

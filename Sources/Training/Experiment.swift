@@ -14,6 +14,16 @@ struct RankParameter {
     let name: String, parameter: Parameter, role: ParameterRole, local: String
 }
 
+/// One optimiser phase of a step on this rank: its name, its optimiser, and the replicated parameters it updates
+/// (whose gradients are summed across the peer ranks).
+struct PhaseOptimizer {
+    let phase: String, optimizer: Optimizer, replicated: [Tensor]
+    init(_ phase: String, _ optimizer: Optimizer, replicatedNames: Set<String>) {
+        self.phase = phase; self.optimizer = optimizer
+        replicated = optimizer.parameters.filter { replicatedNames.contains($0.0) }.map { $0.1.value }
+    }
+}
+
 public final class Experiment {
     public let config: TrainConfig
     /// Every rank of the job.
@@ -35,7 +45,7 @@ public final class Experiment {
     /// method's per-peer module, "stem.<name>" for a shared stem, "method.<name>" for the method's modules.
     let parameters: [RankParameter]
     /// The main optimiser (`optimizer.*`, scheduled), then one per phase the method declares, in phase order.
-    let optimizers: [(phase: String, optimizer: Optimizer)]
+    let optimizers: [PhaseOptimizer]
     /// The main optimiser.
     var optimizer: Optimizer { optimizers[0].optimizer }
     /// One line per optimiser: its phase, kind, and parameter groups with their lr multipliers and weight decays.
@@ -124,7 +134,9 @@ public final class Experiment {
         parameters = trainable
         replicated = trainable.filter { $0.role == .stem || $0.role == .method }.map { ($0.name, $0.parameter) }
         let main = Experiment.mainOptimizer(config, method: method, parameters: trainable)
-        optimizers = [("main", main.optimizer)] + method.phases.map { ($0.name, Experiment.phaseOptimizer($0, parameters: trainable)) }
+        let replicatedNames = Set(replicated.map(\.0))
+        optimizers = [PhaseOptimizer("main", main.optimizer, replicatedNames: replicatedNames)]
+            + method.phases.map { PhaseOptimizer($0.name, Experiment.phaseOptimizer($0, parameters: trainable), replicatedNames: replicatedNames) }
         let scalars = { (list: [(String, Parameter)]) in list.reduce(0) { $0 + $1.1.value.count } }
         optimizerSummary = ["optimizer main (\(config.optimizer), lr \(config.lr) scheduled): "
             + main.groups.map { "\(scalars($0.parameters)) weights at lr×\($0.lrScale), weight decay \($0.weightDecay ?? config.weightDecay)" }.joined(separator: "; ")]
@@ -158,12 +170,6 @@ public final class Experiment {
         case let .adam(beta1, beta2, eps, decoupled):
             return Adam(groups: [group], lr: phase.lr, betas: (beta1, beta2), eps: eps, weightDecay: phase.weightDecay, decoupled: decoupled)
         }
-    }
-
-    /// The optimiser of phase `i` (0: the main one) and the replicated parameters it updates.
-    func phase(_ i: Int) -> (optimizer: Optimizer, replicated: [Tensor]) {
-        let o = optimizers[i].optimizer, names = Set(o.parameters.map(\.0))
-        return (o, replicated.filter { names.contains($0.0) }.map { $0.1.value })
     }
 
     var isLeader: Bool { world.rank == 0 }

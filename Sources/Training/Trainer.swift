@@ -152,34 +152,29 @@ public final class Trainer {
         let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: x.models.count)
         let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep)
         x.optimizer.lr = lr
-        x.optimizer.zeroGrad()
         var result = try method.step(input, cohort: x.cohort)
-        try checkFinite(result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step, phase: nil)
-        result.objective.backward()
-        try synchronize(phase: 0)
-        x.optimizer.step()
-        try x.cohort.stem?.synchronizeStatistics()
-        for (i, phase) in method.phases.enumerated() {
-            let o = x.optimizers[i + 1].optimizer
-            o.zeroGrad()
-            let r = try method.phaseStep(i, input, cohort: x.cohort)
-            try checkFinite(r.objective, terms: r.terms, peerLoss: [], epoch: epoch, step: step, phase: phase.name)
-            r.objective.backward()
-            try synchronize(phase: i + 1)
-            o.step()
-            try x.cohort.stem?.synchronizeStatistics()
+        try update(phase: 0, result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step)
+        for i in x.optimizers.indices.dropFirst() {  // the method's further phases
+            let r = try method.phaseStep(i - 1, input, cohort: x.cohort)
+            try update(phase: i, r.objective, terms: r.terms, peerLoss: [], epoch: epoch, step: step)
             result.terms.merge(r.terms) { $0 + $1 }
         }
         method.afterStep(cohort: x.cohort, step: globalStep + 1)
         return result
     }
 
-    /// Sums the gradients of the replicated parameters phase `i` updates across the peer ranks and averages every
-    /// gradient it updates across data-parallel replicas.
-    func synchronize(phase i: Int) throws {
-        let x = experiment, (o, replicated) = x.phase(i)
-        if x.peerComm.size > 1 { try syncGradients(replicated, on: x.peerComm, mode: .sum) }
-        if x.replicas > 1 { try syncGradients(o.parameters.map { $0.1.value }, on: x.world, mode: .mean) }
+    /// Applies phase `i`'s objective (0: the main one): the non-finite check, backward into freshly zeroed
+    /// gradients, the sum of the replicated parameters' gradients across the peer ranks and the mean of every
+    /// gradient across data-parallel replicas, the phase's optimiser, the shared stem's statistics.
+    func update(phase i: Int, _ objective: Tensor, terms: [String: Float], peerLoss: [Float], epoch: Int, step: Int) throws {
+        let x = experiment, phase = x.optimizers[i]
+        try checkFinite(objective, terms: terms, peerLoss: peerLoss, epoch: epoch, step: step, phase: i == 0 ? nil : phase.phase)
+        phase.optimizer.zeroGrad()
+        objective.backward()
+        if x.peerComm.size > 1 { try syncGradients(phase.replicated, on: x.peerComm, mode: .sum) }
+        if x.replicas > 1 { try syncGradients(phase.optimizer.parameters.map { $0.1.value }, on: x.world, mode: .mean) }
+        phase.optimizer.step()
+        try x.cohort.stem?.synchronizeStatistics()
     }
 
     /// Stops the run at the first non-finite loss, naming the epoch, step, peer and term (before the update that
