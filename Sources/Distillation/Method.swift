@@ -68,9 +68,11 @@ public struct StepInput {
     public let epoch: Int
     /// Optimisation steps taken before this one.
     public let step: Int
+    /// The batch's items: positions in the training set (`MethodContext.trainLabels`), the same on every rank.
+    public let indices: [Int]
 
-    public init(images: [Tensor], labels: [Int]?, epoch: Int, step: Int) {
-        self.images = images; self.labels = labels; self.epoch = epoch; self.step = step
+    public init(images: [Tensor], labels: [Int]?, epoch: Int, step: Int, indices: [Int] = []) {
+        self.images = images; self.labels = labels; self.epoch = epoch; self.step = step; self.indices = indices
     }
 }
 
@@ -166,6 +168,8 @@ public protocol DistillationMethod: AnyObject {
     var modules: [(String, Module)] { get }
     /// Whether the peers share a stem.
     var sharesStem: Bool { get }
+    /// Where the shared stem ends (`Classifier.setStemEnd`: after stage 0, 1 or 2); nil: the models' default.
+    var stemEnd: Int? { get }
     /// Whether each peer gets its own random augmentation of the batch (otherwise all see peer 0's view).
     var augmentsPerPeer: Bool { get }
     /// The teacher reported in metrics ("ensemble", "fused", ...), or nil.
@@ -200,6 +204,7 @@ public protocol DistillationMethod: AnyObject {
 extension DistillationMethod {
     public var modules: [(String, Module)] { [] }
     public var sharesStem: Bool { false }
+    public var stemEnd: Int? { nil }
     public var augmentsPerPeer: Bool { false }
     public var teacherName: String? { nil }
     public func extraNames(peers: Int) -> [String] { [] }

@@ -107,10 +107,13 @@ public struct MethodContext {
     /// The experiment's seed (for per-peer modules whose initial weights must not depend on placement).
     public let seed: UInt64
     public let options: MethodOptions
+    /// The label of every training image, by position (what `StepInput.indices` index); empty when unlabeled.
+    public let trainLabels: [Int]
 
-    public init(models: [String], placement: PeerPlacement, classes: Int, inChannels: Int, seed: UInt64, options: MethodOptions) {
+    public init(models: [String], placement: PeerPlacement, classes: Int, inChannels: Int, seed: UInt64, options: MethodOptions,
+                trainLabels: [Int] = []) {
         self.models = models; self.placement = placement; self.classes = classes; self.inChannels = inChannels
-        self.seed = seed; self.options = options
+        self.seed = seed; self.options = options; self.trainLabels = trainLabels
     }
 
     public var peers: Int { models.count }
@@ -191,6 +194,8 @@ public enum MethodRegistry {
         FFL.spec,
         CSS.spec,
         AFD.spec,
+        MCL.spec,
+        OEC.spec,
     ]
 
     public static var names: [String] { all.map(\.name) }

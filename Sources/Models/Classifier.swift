@@ -20,10 +20,19 @@ public protocol Classifier: Module {
     var stemModuleNames: [String] { get }
     /// Names of the child modules that make up the head (the classifier after pooling).
     var headModuleNames: [String] { get }
+    /// The output of each stage of the branch, in order; the last is the final feature map.
+    func branchStages(_ h: Tensor) -> [Tensor]
+    /// Channels of each `branchStages` output.
+    var branchStageChannels: [Int] { get }
+    /// Moves the stem's end to after stage `stage` (0: the input convolution only); a model that cannot throws.
+    func setStemEnd(_ stage: Int) throws
 }
 
 extension Classifier {
     public var headModuleNames: [String] { ["fc"] }
+    public func branchStages(_ h: Tensor) -> [Tensor] { [branch(h)] }
+    public var branchStageChannels: [Int] { [featureChannels] }
+    public func setStemEnd(_ stage: Int) throws { throw ModelError.badStemEnd(model: String(describing: type(of: self)), stage: stage, allowed: nil) }
     /// Logits for a channels-last batch [N, H, W, C].
     public func callAsFunction(_ x: Tensor) -> Tensor { head(branch(stem(x))) }
     /// Final feature map for a batch.
@@ -41,10 +50,16 @@ extension Classifier {
 /// Errors a model lookup can raise.
 public enum ModelError: Error, CustomStringConvertible {
     case unknownModel(String)
+    /// A stem end the model does not offer (`allowed` nil: its stem cannot move).
+    case badStemEnd(model: String, stage: Int, allowed: ClosedRange<Int>?)
     public var description: String {
         switch self {
+        case let .badStemEnd(model, stage, allowed):
+            guard let r = allowed else { return "\(model) cannot end its stem elsewhere than its default (asked: after stage \(stage))" }
+            return "\(model): the stem can end after stage \(r.lowerBound) to \(r.upperBound), not \(stage)"
+
         case .unknownModel(let name):
-            return "unknown model '\(name)'; expected one of: \(ModelZoo.names.joined(separator: ", ")) (or resnetD with D = 6n+2, resnetDb with D = 9n+2 for bottleneck blocks, wrnD_K, e.g. wrn28_10)"
+            return "unknown model '\(name)'; expected one of: \(ModelZoo.names.joined(separator: ", ")) (or resnetD with D = 6n+2, resnetDb with D = 9n+2 for bottleneck blocks, resnetD_wS for stage widths scaled by 0 < S ≤ 1, e.g. resnet32_w0.6; wrnD_K, e.g. wrn28_10)"
         }
     }
 }
@@ -62,6 +77,13 @@ public enum ModelZoo {
         if lower.hasPrefix("resnet") {
             var spec = String(lower.dropFirst("resnet".count))
             var widths = [16, 16, 32, 64]
+            if let w = spec.range(of: "_w") {
+                guard let scale = Double(spec[w.upperBound...]), scale > 0, scale <= 1 else { throw ModelError.unknownModel(name) }
+                spec = String(spec[..<w.lowerBound])
+                widths = [16] + widths.dropFirst().map { Int((Double($0) * scale + 1e-9).rounded(.down)) }
+                guard widths.allSatisfy({ $0 >= 1 }), let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0 else { throw ModelError.unknownModel(name) }
+                return CIFARResNet(depth: depth, widths: widths, classes: classes, inChannels: inChannels, generator: &g)
+            }
             if spec.hasSuffix("x4") { spec.removeLast(2); widths = [32, 64, 128, 256] }
             if spec.hasSuffix("b"), let depth = Int(spec.dropLast()), depth >= 11, (depth - 2) % 9 == 0, widths[0] == 16 {
                 return CIFARResNet(depth: depth, widths: widths, bottleneck: true, classes: classes, inChannels: inChannels, generator: &g)

@@ -5,7 +5,10 @@
 //   Bottleneck networks ("resnetDb"): depth = 9n + 2, stages of n Bottleneck blocks (1×1, 3×3, 1×1 convolutions,
 //   expansion 4) with 16, 32, 64 planes, so 64, 128, 256 output channels: the deep CIFAR ResNets of ONE, OKDDip,
 //   CSS and MCL-OKD (`ResNet(Bottleneck, [n, n, n])`; their "resnet110" is resnet110b here, their "resnet56" resnet56b).
-// stem = conv1·bn1·relu·layer1·layer2, branch = layer3, head = pool·fc.
+//   Width-scaled networks ("resnetD_wS", e.g. resnet32_w0.6): stage widths ⌊S·w⌋ after an unscaled conv1, the
+//   students of online ensemble compression (Distillation/OEC.swift).
+// stem = conv1·bn1·relu·layer1·layer2, branch = layer3, head = pool·fc by default; a method that shares less moves
+// the stem's end to after layer1 or to right after conv1·bn1·relu (`setStemEnd`).
 import Layers
 import Tensors
 
@@ -82,7 +85,11 @@ public final class CIFARResNet: Classifier {
     public let conv1: Conv2d, bn1: BatchNorm2d
     public let layer1: Sequential, layer2: Sequential, layer3: Sequential
     public let fc: Linear
-    public let numClasses: Int, stemChannels: Int, featureChannels: Int
+    public let numClasses: Int, featureChannels: Int
+    /// Output channels of conv1 and of each stage.
+    public let channels: [Int]
+    /// The stages the stem includes: 0 (conv1·bn1·relu only), 1 (…·layer1) or 2 (…·layer2, the default).
+    public private(set) var stemEnd = 2
     public var isTraining = true
 
     /// BasicBlock stages (depth 6n + 2) of `widths[1...3]` channels after a `widths[0]`-channel conv1, or with
@@ -109,16 +116,28 @@ public final class CIFARResNet: Classifier {
         layer3 = stage(widths[3], 2, &g)
         fc = Linear(widths[3] * expansion, classes, generator: &g)
         numClasses = classes
-        stemChannels = widths[2] * expansion
+        channels = [widths[0]] + widths.dropFirst().map { $0 * expansion }
         featureChannels = widths[3] * expansion
+    }
+
+    var stages: [Sequential] { [layer1, layer2, layer3] }
+    public var stemChannels: Int { channels[stemEnd] }
+    public var branchStageChannels: [Int] { Array(channels[(stemEnd + 1)...]) }
+    public func setStemEnd(_ stage: Int) throws {
+        guard (0...2).contains(stage) else { throw ModelError.badStemEnd(model: "CIFAR ResNet", stage: stage, allowed: 0...2) }
+        stemEnd = stage
     }
 
     public var children: [(String, Module)] {
         [("conv1", conv1), ("bn1", bn1), ("layer1", layer1), ("layer2", layer2), ("layer3", layer3), ("fc", fc)]
     }
 
-    public var stemModuleNames: [String] { ["conv1", "bn1", "layer1", "layer2"] }
-    public func stem(_ x: Tensor) -> Tensor { layer2(layer1(bn1.forward(conv1(x), relu: true))) }
-    public func branch(_ h: Tensor) -> Tensor { layer3(h) }
+    public var stemModuleNames: [String] { ["conv1", "bn1"] + ["layer1", "layer2"].prefix(stemEnd) }
+    public func stem(_ x: Tensor) -> Tensor { stages.prefix(stemEnd).reduce(bn1.forward(conv1(x), relu: true)) { $1($0) } }
+    public func branch(_ h: Tensor) -> Tensor { stages.dropFirst(stemEnd).reduce(h) { $1($0) } }
+    public func branchStages(_ h: Tensor) -> [Tensor] {
+        var x = h
+        return stages.dropFirst(stemEnd).map { x = $0(x); return x }
+    }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
 }

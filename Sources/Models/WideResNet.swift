@@ -57,7 +57,11 @@ public final class WideResNet: Classifier {
     public let block1: NetworkBlock, block2: NetworkBlock, block3: NetworkBlock
     public let bn1: BatchNorm2d
     public let fc: Linear
-    public let numClasses: Int, stemChannels: Int, featureChannels: Int
+    public let numClasses: Int, featureChannels: Int
+    /// Output channels of conv1 and of each block group.
+    public let channels: [Int]
+    /// The block groups the stem includes: 0 (conv1 only), 1 or 2 (the default).
+    public private(set) var stemEnd = 2
     public var isTraining = true
 
     public init(depth: Int, widen k: Int, classes: Int, inChannels: Int = 3, generator g: inout Generator) {
@@ -73,16 +77,31 @@ public final class WideResNet: Classifier {
         // The reference zeroes the classifier bias.
         fc.bias?.value.data.update(repeating: 0, count: classes)
         numClasses = classes
-        stemChannels = w[2]
+        channels = w
         featureChannels = w[3]
+    }
+
+    var blocks: [NetworkBlock] { [block1, block2, block3] }
+    public var stemChannels: Int { channels[stemEnd] }
+    public var branchStageChannels: [Int] { Array(channels[(stemEnd + 1)...]) }
+    public func setStemEnd(_ stage: Int) throws {
+        guard (0...2).contains(stage) else { throw ModelError.badStemEnd(model: "wide ResNet", stage: stage, allowed: 0...2) }
+        stemEnd = stage
     }
 
     public var children: [(String, Module)] {
         [("conv1", conv1), ("block1", block1), ("block2", block2), ("block3", block3), ("bn1", bn1), ("fc", fc)]
     }
 
-    public var stemModuleNames: [String] { ["conv1", "block1", "block2"] }
-    public func stem(_ x: Tensor) -> Tensor { block2(block1(conv1(x))) }
-    public func branch(_ h: Tensor) -> Tensor { bn1.forward(block3(h), relu: true) }
+    public var stemModuleNames: [String] { ["conv1"] + ["block1", "block2"].prefix(stemEnd) }
+    public func stem(_ x: Tensor) -> Tensor { blocks.prefix(stemEnd).reduce(conv1(x)) { $1($0) } }
+    public func branch(_ h: Tensor) -> Tensor { branchStages(h).last! }
+    /// The last stage's output includes the final bn1·relu (the feature map the head pools).
+    public func branchStages(_ h: Tensor) -> [Tensor] {
+        var x = h
+        var out = blocks.dropFirst(stemEnd).map { x = $0(x); return x }
+        out[out.count - 1] = bn1.forward(out[out.count - 1], relu: true)
+        return out
+    }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
 }

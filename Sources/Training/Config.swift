@@ -21,6 +21,9 @@ public struct TrainConfig: Equatable {
     public var dataset = "fashion-mnist"
     public var datasetPath: String?
     public var trainSubset = 0, testSubset = 0
+    /// Images held out of the (subset) training set and evaluated beside the test set each evaluated epoch, for
+    /// choosing settings without reading the test set; the same images whatever the run's seed.
+    public var validation = 0
     /// nil: the dataset's standard augmentation.
     public var augmentation: Augmentation?
     /// Images without labels that join every batch (label-free methods only).
@@ -76,6 +79,7 @@ public struct TrainConfig: Equatable {
         .optionalString("dataset.path", \.datasetPath, "a directory path"),
         .int("dataset.train_subset", \.trainSubset, min: 0),
         .int("dataset.test_subset", \.testSubset, min: 0),
+        .int("dataset.validation", \.validation, min: 0),
         augmentationField,
         .optionalString("dataset.unlabeled.name", \.unlabeledDataset, "a dataset name"),
         .optionalString("dataset.unlabeled.path", \.unlabeledPath, "a directory path"),

@@ -34,6 +34,8 @@ public final class Experiment {
     /// Data-parallel replicas: one model trained on `replicas` ranks, each taking its shard of every batch.
     let replica: Int, replicas: Int
     let train: Dataset, test: Dataset
+    /// The held-out part of the training set (`dataset.validation` images), nil without one.
+    let validation: Dataset?
     /// Images without labels mixed into every batch (label-free methods).
     let unlabeled: Dataset?
     let augmentation: Augmentation
@@ -79,6 +81,15 @@ public final class Experiment {
         var testSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .test)
         if config.trainSubset > 0 { trainSet = try trainSet.subset(count: config.trainSubset) }
         if config.testSubset > 0 { testSet = try testSet.subset(count: config.testSubset) }
+        if config.validation > 0 {
+            guard config.validation < trainSet.count else {
+                throw ConfigError("dataset.validation: \(config.validation) held-out images leave none of the \(trainSet.count) training images to train on")
+            }
+            let split = try trainSet.splitValidation(count: config.validation, seed: 0)
+            trainSet = split.train; validation = split.validation
+        } else {
+            validation = nil
+        }
         train = trainSet; test = testSet
         if let name = config.unlabeledDataset {
             var u = try DatasetCatalog.load(name, path: config.unlabeledPath, split: config.unlabeledSplit == "test" ? .test : .train)
@@ -96,8 +107,10 @@ public final class Experiment {
             : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
         schedule = config.warmupEpochs > 0 ? WarmupLR(base, warmupEpochs: Double(config.warmupEpochs), stepwise: config.warmup == "step") : base
 
+        let trainLabels = trainSet.isLabeled ? (0..<trainSet.count).map { trainSet.label($0)! } : []
         let context = MethodContext(models: config.models, placement: placement, classes: trainSet.classes,
-                                    inChannels: trainSet.channels, seed: config.seed, options: config.methodOptions)
+                                    inChannels: trainSet.channels, seed: config.seed, options: config.methodOptions,
+                                    trainLabels: trainLabels)
         func build(_ peer: Int) throws -> Classifier {
             // Each peer's initial weights depend only on (seed, peer), not on where it runs.
             var g = Generator(seed: config.seed, stream: [0x696E_6974, UInt64(peer)])  // "init"
@@ -111,11 +124,23 @@ public final class Experiment {
         do { method = try spec.make(context, &g) } catch let e as MethodError { throw ConfigError("method \(config.method): \(e.message)") }
         var stem: SharedStem?
         if method.sharesStem {
-            guard Set(config.models).count == 1 else {
-                throw ConfigError("models: \(config.method) shares one stem between the peers, so they must be the same model; got \(config.models.joined(separator: ", "))")
+            // Every peer's stem must have peer 0's tensors (names and shapes): checked on every rank over every
+            // peer, so all ranks agree.
+            let stemEnd = method.stemEnd, localPeers = placement.localPeers, name = config.method
+            func moved(_ m: Classifier) throws -> Classifier {
+                if let end = stemEnd {
+                    do { try m.setStemEnd(end) } catch { throw ConfigError("method \(name): \(error)") }
+                }
+                return m
+            }
+            var all: [Classifier] = []
+            for p in 0..<P { all.append(try moved(localPeers.firstIndex(of: p).map { models[$0] } ?? build(p))) }
+            let layout = { (m: Classifier) in m.stemState().map { "\($0.0)\($0.1.value.shape)" } }
+            for p in 1..<P where layout(all[p]) != layout(all[0]) {
+                throw ConfigError("models: \(config.method) shares one stem between the peers, so every peer's stem must be peer 0's; peer \(p) (\(config.models[p])) differs from peer 0 (\(config.models[0]))")
             }
             stem = SharedStem(models: models, comm: peerComm, perPeerViews: method.augmentsPerPeer,
-                              peer0: placement.localPeers[0] == 0 ? nil : try build(0))
+                              peer0: localPeers[0] == 0 ? nil : all[0])
         }
         cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem)
         method.start(cohort: cohort)
@@ -193,8 +218,10 @@ public final class Experiment {
         on ? methodState.train() : methodState.eval()
     }
 
-    /// Top-1 and top-5 accuracy of every peer and of the teacher on the test split (eval mode, no tape).
-    public func evaluate() throws -> Evaluation {
+    /// Top-1 and top-5 accuracy of every peer and of the teacher on the test split, or on `data` (the validation
+    /// split), in eval mode without a tape.
+    public func evaluate(on data: Dataset? = nil) throws -> Evaluation {
+        let test = data ?? self.test
         let sampler = EpochSampler(count: test.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
         var top1 = [Double](repeating: 0, count: models.count), top5 = top1
         var teacher = [0.0, 0.0]
@@ -234,10 +261,10 @@ public final class Experiment {
     }
 
     /// "test top-1 peer 0 (resnet20) 91.20%, …, gated ensemble 92.10%".
-    public func summary(_ e: Evaluation) -> String {
+    public func summary(_ e: Evaluation, split: String = "test") -> String {
         var parts = zip(config.models, e.top1).enumerated().map { "peer \($0.offset) (\($0.element.0)) \(String(format: "%.2f%%", 100 * $0.element.1))" }
         if let name = method.teacherName, let t = e.teacherTop1 { parts.append("\(name) \(String(format: "%.2f%%", 100 * t))") }
         parts += e.extraTop1.keys.sorted().map { "\($0) \(String(format: "%.2f%%", 100 * e.extraTop1[$0]!))" }
-        return "test top-1 " + parts.joined(separator: ", ")
+        return split + " top-1 " + parts.joined(separator: ", ")
     }
 }

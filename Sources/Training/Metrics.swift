@@ -22,6 +22,8 @@ public struct EpochMetrics: Codable, Equatable {
     public var teacherTrainTop1: Float?, teacherTestTop1: Float?, teacherTestTop5: Float?
     /// Test top-1 of the method's further predictions (CSS's branches), by name.
     public var extraTestTop1: [String: Float]?
+    /// The same top-1 figures on the validation split (`dataset.validation`), nil without one.
+    public var valTop1: [Float]?, teacherValTop1: Float?, extraValTop1: [String: Float]?
     public var imagesPerSecond = 0.0
     public var communicationSeconds = 0.0
 
@@ -33,6 +35,7 @@ public struct EpochMetrics: Codable, Equatable {
         case teacherTrainTop1 = "teacher_train_top1", teacherTestTop1 = "teacher_test_top1", teacherTestTop5 = "teacher_test_top5"
         case imagesPerSecond = "images_per_second", communicationSeconds = "communication_seconds"
         case extraTestTop1 = "extra_test_top1"
+        case valTop1 = "val_top1", teacherValTop1 = "teacher_val_top1", extraValTop1 = "extra_val_top1"
     }
 }
 

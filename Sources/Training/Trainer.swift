@@ -51,6 +51,12 @@ public final class Trainer {
                 metrics.teacherTestTop1 = e.teacherTop1; metrics.teacherTestTop5 = e.teacherTop5
                 metrics.extraTestTop1 = e.extraTop1.isEmpty ? nil : e.extraTop1
                 if x.isLeader { report("epoch \(epoch + 1): " + x.summary(e)) }
+                if let data = x.validation {
+                    let v = try x.evaluate(on: data)
+                    metrics.valTop1 = v.top1; metrics.teacherValTop1 = v.teacherTop1
+                    metrics.extraValTop1 = v.extraTop1.isEmpty ? nil : v.extraTop1
+                    if x.isLeader { report("epoch \(epoch + 1): " + x.summary(v, split: "validation")) }
+                }
             }
             // The metrics line goes first, the checkpoint after: a run killed in between resumes from the
             // previous checkpoint and drops the line of the epoch it repeats.
@@ -150,7 +156,7 @@ public final class Trainer {
         var views = batch.images
         if let extra = unlabeledImages(globalStep: globalStep) { views = zip(views, extra).map { concat([$0, $1], axis: 0) } }
         let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: x.models.count)
-        let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep)
+        let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep, indices: batch.indices)
         x.optimizer.lr = lr
         var result = try method.step(input, cohort: x.cohort)
         try update(phase: 0, result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step)

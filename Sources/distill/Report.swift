@@ -7,7 +7,7 @@ import Training
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Summarises runs: last-epoch and best-epoch test top-1 of every peer and of the teacher, mean ± std over runs.",
+        abstract: "Summarises runs: last-epoch and best-epoch test (or validation) top-1 of every peer and of the teacher, mean ± std over runs.",
         discussion: """
         Examples:
           distill report runs/css-0
@@ -22,6 +22,13 @@ struct Report: ParsableCommand {
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
+
+    @Option(help: ArgumentHelp("The split to summarise: test, or validation (runs with dataset.validation).", valueName: "split"))
+    var split = "test"
+
+    func validate() throws {
+        guard ["test", "validation"].contains(split) else { throw ValidationError("--split: '\(split)' is not test or validation") }
+    }
 
     /// One model's figures in one run.
     struct Figures: Encodable { let last: Float; let best: Float; let bestEpoch: Int
@@ -38,6 +45,7 @@ struct Report: ParsableCommand {
 
     func run() throws {
         var perRun: [[String: Figures]] = [], names: [String] = []
+        let onTestSplit = split == "test"
         for dir in runs {
             let path = RunDirectory(dir).metrics
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -51,16 +59,17 @@ struct Report: ParsableCommand {
                     printError("error: \(path) line \(i + 1): not a metrics line: \(error)")
                     throw ExitCode(2)
                 }
-                var values: [(String, Float)] = (m.testTop1 ?? []).enumerated().map { ("peer \($0.offset)", $0.element) }
-                if let name = m.teacher, let t = m.teacherTestTop1 { values.append((name, t)) }
-                values += (m.extraTestTop1 ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                let onTest = split == "test"
+                var values: [(String, Float)] = ((onTest ? m.testTop1 : m.valTop1) ?? []).enumerated().map { ("peer \($0.offset)", $0.element) }
+                if let name = m.teacher, let t = onTest ? m.teacherTestTop1 : m.teacherValTop1 { values.append((name, t)) }
+                values += ((onTest ? m.extraTestTop1 : m.extraValTop1) ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
                 for (name, v) in values {
                     if series[name] == nil { order.append(name) }
                     series[name, default: []].append((m.epoch, v))
                 }
             }
             guard !order.isEmpty else {
-                printError("error: \(path): no evaluated epoch yet")
+                printError("error: \(path): no epoch evaluated on the \(split) split yet" + (onTestSplit ? "" : " (was dataset.validation set?)"))
                 throw ExitCode(2)
             }
             if names.isEmpty { names = order } else if names != order {
@@ -81,7 +90,7 @@ struct Report: ParsableCommand {
         let best = Dictionary(uniqueKeysWithValues: names.map { n in (n, spread(perRun.map { $0[n]!.best })) })
         if json { try printJSON(Output(runs: runs, names: names, perRun: perRun, last: last, best: best)); return }
         func pct(_ s: Spread) -> String { String(format: "%.2f ± %.2f", 100 * s.mean, 100 * s.std) }
-        print("test top-1 over \(runs.count) run(s): " + runs.joined(separator: ", "))
+        print("\(split) top-1 over \(runs.count) run(s): " + runs.joined(separator: ", "))
         print("  " + "model".padding(toLength: 22, withPad: " ", startingAt: 0) + "last epoch       best epoch       best at epochs")
         for n in names {
             let epochs = perRun.map { String($0[n]!.bestEpoch) }.joined(separator: ", ")

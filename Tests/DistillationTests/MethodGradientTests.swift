@@ -11,12 +11,14 @@ import XCTest
 /// gates, attention and fusion backpropagates what the forward computes. Detached targets are held at their values
 /// at the base point while the inputs move (`Tensor.detachObserver`), which is what the analytic gradient assumes.
 final class MethodGradientTests: XCTestCase {
-    func cohort(_ names: [String], sharesStem: Bool, perPeerViews: Bool = false) throws -> Cohort {
+    func cohort(_ names: [String], sharesStem: Bool, perPeerViews: Bool = false, stemEnd: Int? = nil) throws -> Cohort {
         let comm = try MPICommunicator.world()
         let placement = try PeerPlacement(peers: names.count, ranks: 1, rank: 0)
         let models = try names.enumerated().map { k, name -> Classifier in
             var g = Generator(seed: 40 + UInt64(k))
-            return try ModelZoo.make(name, classes: 5, inChannels: 1, generator: &g)
+            let m = try ModelZoo.make(name, classes: 5, inChannels: 1, generator: &g)
+            if let e = stemEnd { try m.setStemEnd(e) }
+            return m
         }
         let stem = sharesStem ? SharedStem(models: models, comm: comm, perPeerViews: perPeerViews, peer0: nil) : nil
         return Cohort(placement: placement, comm: comm, models: models, stem: stem)
@@ -26,12 +28,14 @@ final class MethodGradientTests: XCTestCase {
 
     /// Checks d(objective)/d(tensors) for a step on a fixed batch at full weight (`epoch` past the ramp-up);
     /// `perPeerViews` gives each peer its own input.
+    static let labels = [0, 1, 2, 3, 4, 0, 3, 1]
+
     func check(_ method: DistillationMethod, _ c: Cohort, _ tensors: [(String, Tensor)], perPeerViews: Bool = false, epoch: Int = 100, eps: Float = 1e-2,
                file: StaticString = #filePath, line: UInt = #line) throws {
-        let n = 8, labels = [0, 1, 2, 3, 4, 0, 3, 1]
+        let n = 8, labels = Self.labels
         let views = (0..<(perPeerViews ? c.models.count : 1)).map { randomTensor([n, 16, 16, 1], seed: 90 + UInt64($0)) }
         let images = perPeerViews ? views : Array(repeating: views[0], count: c.models.count)
-        let input = StepInput(images: images, labels: labels, epoch: epoch, step: 3)
+        let input = StepInput(images: images, labels: labels, epoch: epoch, step: 3, indices: Array(0..<n))
         for (name, t) in tensors {
             // The first evaluation (the analytic gradient's) records every detached target; later ones replay them.
             var targets: [Tensor] = [], calls = 0, next = 0
@@ -128,6 +132,87 @@ final class MethodGradientTests: XCTestCase {
     }
 
     /// The least-squares losses against their definitions, values and gradients.
+    /// MCL: the contrastive terms (banks at random rows, negatives of other classes), the last branch's KL and
+    /// every CE, with respect to an embedding head, a branch, the shared stem (conv1..layer1) and a classifier.
+    /// (conv1's weight is left out: each coordinate moves a whole channel of 2048 pre-activations, enough of which
+    /// cross the ReLU kink at any usable step that the central difference is off by several percent for every
+    /// method, ONE's included.)
+    func testMCL() throws {
+        let c = try cohort(["resnet8", "resnet8", "resnet8"], sharesStem: true, stemEnd: 1)
+        let trainLabels = Self.labels + (0..<32).map { $0 % 5 }
+        var g = Generator(seed: 8)
+        let heads = (0..<3).map { _ in EmbeddingHead(c.models[0].featureChannels, 16, generator: &g) }
+        let banks = (0..<3).map { _ in MemoryBank(rows: trainLabels.count, dim: 16, generator: &g) }
+        let m = MCL(peers: 3, localPeers: [0, 1, 2], trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
+                    negatives: 12, contrastWeight: 1)
+        XCTAssertEqual(c.stem!.runner.stemModuleNames, ["conv1", "bn1", "layer1"])
+        try check(m, c, [param(heads[1], "linear.weight"), param(c.models[2], "layer2.0.conv1.weight"), param(c.models[2], "fc.weight")])
+        // Through the stem every branch's embedding moves at once, and exp(⟨m, e⟩/0.1) curves enough over a usable
+        // step to spoil the central difference: the stem is checked at τ = 1, the same formula.
+        let smooth = MCL(peers: 3, localPeers: [0, 1, 2], trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
+                         negatives: 12, tau: 1, contrastWeight: 1)
+        try check(smooth, c, [param(c.models[0], "bn1.weight"), param(c.models[0], "layer1.0.conv2.weight")])
+    }
+
+    /// MCL's negatives: K distinct items of other classes per sample (with replacement only when fewer exist),
+    /// the sample itself first, the same for the same (seed, epoch, step, position).
+    func testMCLNegatives() {
+        let labels = (0..<50).map { $0 % 5 }
+        var g = Generator(seed: 1)
+        let make = { (k: Int, g: inout Generator) in
+            MCL(peers: 2, localPeers: [0, 1], trainLabels: labels, classes: 5, heads: [], banks: [], seed: 4, negatives: k) }
+        let m = make(30, &g)
+        let items = [3, 17, 42], idx = m.contrastIndices(items: items, labels: items.map { labels[$0] }, epoch: 2, step: 7)
+        XCTAssertEqual(idx.count, 3 * 31)
+        for (b, t) in items.enumerated() {
+            let row = Array(idx[(b * 31)..<((b + 1) * 31)])
+            XCTAssertEqual(row[0], t)
+            XCTAssertEqual(Set(row.dropFirst()).count, 30, "without replacement")
+            XCTAssertTrue(row.dropFirst().allSatisfy { labels[$0] != labels[t] }, "negatives are of other classes")
+        }
+        XCTAssertEqual(idx, m.contrastIndices(items: items, labels: items.map { labels[$0] }, epoch: 2, step: 7))
+        XCTAssertNotEqual(idx, m.contrastIndices(items: items, labels: items.map { labels[$0] }, epoch: 2, step: 8))
+        let many = make(45, &g).contrastIndices(items: [0], labels: [0], epoch: 0, step: 0)
+        XCTAssertEqual(many.count, 46)
+        XCTAssertTrue(many.dropFirst().allSatisfy { labels[$0] != 0 }, "with replacement from the 40 others")
+    }
+
+    /// The contrastive term against the official formula written out in doubles.
+    func testMemoryContrastLossValue() {
+        let n = 3, k = 4, dataCount = 50
+        let x = randomTensor([n, k + 1], seed: 5)
+        let got = memoryContrastLoss(x, dataCount: dataCount).item
+        let s: [Double] = (0..<x.count).map { Foundation.exp(Double(x.data[$0])) }
+        let mean: Double = s.reduce(0, +) / Double(s.count)
+        let z: Double = mean * Double(dataCount), c: Double = Double(k) / Double(dataCount)
+        var want = 0.0
+        for b in 0..<n {
+            let p0: Double = s[b * (k + 1)] / z
+            want += Foundation.log(p0 / (p0 + c + 1e-7))
+            for j in 1...k {
+                let pj: Double = s[b * (k + 1) + j] / z
+                want += Foundation.log(c / (pj + c + 1e-7))
+            }
+        }
+        XCTAssertEqual(Double(got), -want / Double(n), accuracy: 1e-4 * abs(want))
+    }
+
+    /// OEC: students of widths 1, 2/3, 1/3 on a conv1·bn1 base; the teacher's CE, the stage-map MSE through the
+    /// adapters (student 0's maps not detached) and the KL terms, with respect to student 0's stages (reached by
+    /// the maps and the teacher), a small student, an adapter and the shared base.
+    func testOEC() throws {
+        let names = (0..<3).map { OEC.studentModel("resnet8", $0, of: 3) }
+        XCTAssertEqual(names, ["resnet8", "resnet8_w0.6666666666666666", "resnet8_w0.3333333333333333"])
+        let c = try cohort(names, sharesStem: true, stemEnd: 0)
+        XCTAssertEqual(c.models.map(\.branchStageChannels), [[16, 32, 64], [10, 21, 42], [5, 10, 21]])
+        var g = Generator(seed: 9)
+        let adapters = (0..<3).map { j in j == 0 ? nil : StageAdapters(from: c.models[j].branchStageChannels, to: [16, 32, 64], generator: &g) }
+        let m = OEC(localPeers: [0, 1, 2], student0Channels: [16, 32, 64], adapters: adapters)
+        try check(m, c, [param(c.models[0], "layer1.0.conv2.weight"), param(c.models[0], "layer3.0.bn2.weight"),
+                         param(c.models[2], "layer2.0.conv1.weight"), param(adapters[1]!, "stage2.weight"),
+                         param(c.models[0], "bn1.bias")])
+    }
+
     func testLSGANLosses() {
         let real = Tensor(shape: [3], values: [0.9, 0.2, 0.6]), fake = Tensor(shape: [3], values: [0.1, 0.7, 0.4])
         XCTAssertEqual(lsganDiscriminatorLoss(real: real, fake: fake).item, (0.01 + 0.64 + 0.16) / 3 + (0.01 + 0.49 + 0.16) / 3, accuracy: 1e-6)

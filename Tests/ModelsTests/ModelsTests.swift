@@ -60,6 +60,41 @@ final class ModelsTests: XCTestCase {
         XCTAssertThrowsError(try ModelZoo.make("resnet57b", classes: 10, generator: &g), "depth must be 9n + 2")
     }
 
+    /// Width-scaled CIFAR ResNets (OEC's students): stage widths ⌊S·[16, 32, 64]⌋ after an unscaled conv1, and
+    /// their parameter counts (what the compression buys).
+    func testWidthScaledResNets() throws {
+        var g = Generator(seed: 1)
+        let widths = try [1.0, 0.8, 0.6, 0.4, 0.2].map { s -> [Int] in
+            let m = try ModelZoo.make(s == 1 ? "resnet32" : "resnet32_w\(s)", classes: 100, generator: &g)
+            return try XCTUnwrap(m as? CIFARResNet).channels
+        }
+        XCTAssertEqual(widths, [[16, 16, 32, 64], [16, 12, 25, 51], [16, 9, 19, 38], [16, 6, 12, 25], [16, 3, 6, 12]])
+        let counts = try ["resnet32", "resnet32_w0.8", "resnet32_w0.2"].map { try ModelZoo.make($0, classes: 100, generator: &g).parameterCount }
+        // conv1·bn1 464 + layer1 23,360 + layer2 88,768 + layer3 353,664 (1×1-conv shortcuts) + fc 6,500
+        XCTAssertEqual(counts[0], 472_756, "resnet32 for 100 classes")
+        XCTAssertLessThan(counts[2], counts[1])
+        XCTAssertThrowsError(try ModelZoo.make("resnet32_w0", classes: 10, generator: &g))
+        XCTAssertThrowsError(try ModelZoo.make("resnet32_w1.5", classes: 10, generator: &g))
+    }
+
+    /// The stem's end moves (after conv1·bn1, layer1 or layer2) without changing what the model computes.
+    func testStemEndMoves() throws {
+        for (name, end, stem) in [("resnet8", 0, ["conv1", "bn1"]), ("resnet8", 1, ["conv1", "bn1", "layer1"]), ("wrn10_1", 1, ["conv1", "block1"])] {
+            var g = Generator(seed: 1)
+            let m = try ModelZoo.make(name, classes: 10, inChannels: 1, generator: &g)
+            m.eval()
+            let x = randomTensor([2, 16, 16, 1], seed: 2), before = m(x)
+            try m.setStemEnd(end)
+            XCTAssertEqual(m.stemModuleNames, stem)
+            let h = m.stem(x)
+            XCTAssertEqual(h.shape.last, m.stemChannels)
+            let stages = m.branchStages(h)
+            XCTAssertEqual(stages.map { $0.shape.last! }, m.branchStageChannels)
+            assertClose(m.head(stages.last!), before, name)
+            XCTAssertThrowsError(try m.setStemEnd(3))
+        }
+    }
+
     func testStemBranchHeadComposeAndGrayscaleInput() throws {
         for name in ["resnet8", "wrn16_1"] {
             var g = Generator(seed: 1)

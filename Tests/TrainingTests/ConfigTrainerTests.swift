@@ -116,7 +116,7 @@ final class TrainerTests: XCTestCase {
         let out = NSTemporaryDirectory() + "distill-train-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
         let trainer = try quietTrainer(out: out, [
-            "epochs=2", "batch_size=64", "dataset.train_subset=512", "dataset.test_subset=256",
+            "epochs=2", "batch_size=64", "dataset.train_subset=576", "dataset.validation=64", "dataset.test_subset=256",
             "models=[resnet8, resnet8]", "optimizer.lr=0.05"])
         let c = trainer.experiment.config
         let history = try trainer.run()
@@ -134,6 +134,11 @@ final class TrainerTests: XCTestCase {
         XCTAssertNotNil(last.terms["ce"])
         XCTAssertEqual(last.trainTop5.count, 2)
         XCTAssertEqual(last.testTop1, history[1].testTop1)
+        XCTAssertEqual(last.valTop1?.count, 2, "the held-out images are evaluated beside the test set")
+        XCTAssertTrue(lines[1].contains("\"val_top1\""))
+        XCTAssertThrowsError(try quietTrainer(out: out + "-bad", ["dataset.train_subset=64", "dataset.validation=64"])) {
+            XCTAssertTrue("\($0)".contains("dataset.validation: 64 held-out images leave none of the 64 training images"), "\($0)")
+        }
         XCTAssertNotNil(ISO8601DateFormatter().date(from: last.time), "a wall-clock timestamp: \(last.time)")
         XCTAssertGreaterThan(last.imagesPerSecond, 0)
         XCTAssertEqual(try TrainConfig.load(out + "/config.yaml"), c, "config.yaml holds the resolved config")
@@ -143,8 +148,6 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(reloaded.namedState().map { $0.1.value.array }, models[1].namedState().map { $0.1.value.array })
     }
 
-    /// AdamW as the main optimiser (`optimizer.name`): a run resumed after its first epoch ends bit-identical to an
-    /// uninterrupted one, its moments and step counts included.
     /// A trainer for the default config with `overrides`, writing to `out`, printing nothing.
     func quietTrainer(out: String, _ overrides: [String]) throws -> Trainer {
         var c = try TrainConfig.parse("", source: "test", overrides: overrides)
@@ -154,6 +157,8 @@ final class TrainerTests: XCTestCase {
         return t
     }
 
+    /// AdamW as the main optimiser (`optimizer.name`): a run resumed after its first epoch ends bit-identical to an
+    /// uninterrupted one, its moments and step counts included.
     func testAdamWMainOptimiserResumesExactly() throws {
         try requirePrerequisites(.fashionMNIST)
         let root = NSTemporaryDirectory() + "distill-adamw-" + UUID().uuidString

@@ -63,7 +63,9 @@ final class OnlineMethodTests: XCTestCase {
 
     /// Trains on 1 rank and on each of `ranks`; every peer's file (and the method's) agrees with the 1-rank run.
     /// Returns the 1-rank checkpoint and each multi-rank one.
-    func checkEquality(_ config: String, models: [String], ranks: [Int], extra: [String] = []) throws -> (one: String, many: [String]) {
+    /// `extraRtol` bounds the per-peer extra state (MCL's memory banks: rows written from the step's embeddings,
+    /// so their relative difference is that of activations, not of initial weights plus small updates).
+    func checkEquality(_ config: String, models: [String], ranks: [Int], extra: [String] = [], extraRtol: Double = 1e-4) throws -> (one: String, many: [String]) {
         let one = try train(config, models: models, ranks: 1, extra: extra)
         var many: [String] = []
         for R in ranks {
@@ -71,7 +73,7 @@ final class OnlineMethodTests: XCTestCase {
             for p in 0..<models.count { try compare(one + "/peer\(p).safetensors", dir + "/peer\(p).safetensors") }
             for f in ["method.safetensors"] + (0..<models.count).flatMap({ ["peer\($0).module.safetensors", "peer\($0).extra.safetensors"] })
             where FileManager.default.fileExists(atPath: one + "/" + f) {
-                try compare(one + "/" + f, dir + "/" + f)
+                try compare(one + "/" + f, dir + "/" + f, rtol: f.hasSuffix(".extra.safetensors") ? extraRtol : 1e-4)
             }
             let lines = try String(contentsOfFile: (dir as NSString).deletingLastPathComponent + "/../metrics.jsonl", encoding: .utf8)
             XCTAssertTrue(lines.contains("\"teacher_test_top1\""), "the teacher is evaluated: \(lines)")
@@ -82,8 +84,12 @@ final class OnlineMethodTests: XCTestCase {
 
     /// The stem tensors of every peer's file from an R-rank run: each rank wrote its own replica.
     func checkStemReplicasAgree(_ dir: String, peers: Int) throws {
+        try checkStemReplicasAgreeUpTo(dir, peers: peers, stem: ["conv1.", "bn1.", "layer1.", "layer2."])
+    }
+
+    func checkStemReplicasAgreeUpTo(_ dir: String, peers: Int, stem prefixes: [String]) throws {
         let files = try (0..<peers).map { try SafeTensors.read(dir + "/peer\($0).safetensors").tensors }
-        let stem = { (name: String) in ["conv1.", "bn1.", "layer1.", "layer2."].contains { name.hasPrefix($0) } }
+        let stem = { (name: String) in prefixes.contains { name.hasPrefix($0) } }
         for (name, t) in files[0] where stem(name) {
             for p in 1..<peers {
                 XCTAssertEqual(files[p].first { $0.0 == name }?.1.values, t.values, "stem replica of peer \(p) differs in '\(name)'")
@@ -95,6 +101,25 @@ final class OnlineMethodTests: XCTestCase {
     func testDMLAgreesOnEveryPlacement() throws {
         _ = try checkEquality("dml", models: ["resnet8", "resnet14"], ranks: [2])
         _ = try checkEquality("dml", models: ["resnet8", "resnet14", "resnet8"], ranks: [2, 3])
+    }
+
+    /// MCL: 3 branches on a conv1..layer1 stem, on 3 and 2 ranks; heads, banks (updated after every step) and
+    /// the stem agree.
+    func testMCLAgreesOnEveryPlacement() throws {
+        let (one, many) = try checkEquality("mcl", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2],
+                                            extra: ["--set", "optimizer.lr=0.003", "--set", "method.nce_k=32"], extraRtol: 1e-3)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: one + "/peer2.extra.safetensors"), "the banks are saved")
+        for dir in many { try checkStemReplicasAgreeUpTo(dir, peers: 3, stem: ["conv1.", "bn1.", "layer1."]) }
+    }
+
+    /// OEC: 3 students of decreasing width on a conv1·bn1 base, on 3 and 2 ranks (student 0's stage maps reach
+    /// the others through the differentiable broadcast).
+    func testOECAgreesOnEveryPlacement() throws {
+        let (one, many) = try checkEquality("oec", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2],
+                                            extra: ["--set", "optimizer.lr=0.0003"])
+        let (w, _) = try SafeTensors.read(one + "/peer2.safetensors")
+        XCTAssertEqual(w.first { $0.0 == "layer3.0.conv1.weight" }?.1.shape, [21, 10, 3, 3], "student 2 has a third of the widths")
+        for dir in many { try checkStemReplicasAgreeUpTo(dir, peers: 3, stem: ["conv1.", "bn1."]) }
     }
 
     func testONEAgreesOnEveryPlacement() throws {

@@ -76,6 +76,18 @@ final class ResumeTests: XCTestCase {
         try check(ranks: 2)
     }
 
+    /// MCL on 2 ranks (3 branches): the memory banks, embedding heads and momentum come back exactly.
+    func testMCLResumeOnTwoRanks() throws {
+        try check(ranks: 2, config: "mcl", models: ["resnet8", "resnet8", "resnet8"])
+        let (bank, _) = try SafeTensors.read(dir + "/killed/checkpoints/epoch-3/peer2.extra.safetensors")
+        XCTAssertEqual(bank.map(\.0), ["memory"])
+    }
+
+    /// OEC on 2 ranks (3 students): Adam's state and the frozen adapters come back exactly.
+    func testOECResumeOnTwoRanks() throws {
+        try check(ranks: 2, config: "oec", models: ["resnet8", "resnet8", "resnet8"])
+    }
+
     /// AFD on 2 ranks, networks of different widths (so both adapters exist): the logit SGD's momentum, both
     /// Adams' moments and step counts, the discriminators and adapters all come back exactly.
     func testAFDResumeOnTwoRanks() throws {

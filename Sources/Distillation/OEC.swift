@@ -1,0 +1,159 @@
+// Walawalkar, Shen & Savvides, ECCV 2020, "Online Ensemble Model Compression using Knowledge Distillation" (OEC).
+//
+// N students of decreasing width share a base (conv1·bn1·relu; the stem ends after stage 0). Student j is the
+// configured CIFAR ResNet with its stage widths scaled by (N − j)/N (⌊[16, 32, 64]·(N − j)/N⌋ for the basic ones),
+// xavier-normal initialised. The teacher is the mean of the students' logits, z_T = (1/N) Σ_j z_j, and
+//   L = 0.7·CE(y, z_T)
+//     + 0.15·Σ_{b=1..3} Σ_{j≥1} MSE(F_b⁰, A_{b,j}(F_bʲ))          (F_bʲ: student j's stage-b output; F⁰ not detached)
+//     + 0.15·Σ_j T²·KL(softmax(z_T/T) ‖ softmax(z_j/T)),  T = 2,  z_T detached,
+// with A_{b,j} a 1×1 convolution (with bias) from student j's to student 0's channels. There is no CE on single
+// students. Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
+// `utils/Losses.py@0222b55` (Combined_Loss.student_forward, Intermmediate_loss) and
+// `configs/Cifar100_exp/Resnet32.py@d80a5a8` (ratios 0.7/0.15/0.15, T = 2, Adam lr 1e-3, wd 1e-5). The official
+// adapters are created inside the loss and never given to the optimiser, so they stay at their random
+// initialisation (PyTorch's default for Conv2d): `train_adapters: false` reproduces that, `true` trains them with
+// the students (our option).
+// Distributed: students over ranks, the base replicated (gradients summed). The logits travel in one
+// differentiable allgather (0.7·CE(z_T) on every rank at weight 1/R; the KL targets are the same tensor,
+// detached); student 0's three stage outputs reach every rank through a differentiable broadcast (an allreduce of
+// the host's maps and the others' zeros), whose backward returns the sum of every rank's MSE gradient to student 0.
+// Host(j) computes MSE_j with its own adapters, and KL_j.
+import Collectives
+import Foundation
+import Layers
+import Models
+import Tensors
+
+/// Student j's adapters A_{1..3,j} (state-dict names "stage1".."stage3").
+public final class StageAdapters: Module {
+    public let convs: [Conv2d]
+    public var isTraining = true
+    /// PyTorch's default Conv2d initialisation, U(±1/√fan_in) for the weight and the bias, from `g`.
+    public init(from source: [Int], to target: [Int], generator g: inout Generator) {
+        convs = zip(source, target).map { cin, cout in
+            let conv = Conv2d(cin, cout, kernelSize: 1, bias: true, generator: &g)
+            let bound = 1 / Float(cin).squareRoot()
+            conv.weight.value.data.update(from: Tensor.uniform(conv.weight.value.shape, low: -bound, high: bound, generator: &g).data,
+                                          count: conv.weight.value.count)
+            return conv
+        }
+    }
+    public var children: [(String, Module)] { convs.enumerated().map { ("stage\($0.offset + 1)", $0.element) } }
+}
+
+/// Xavier-normal weights, N(0, 2/(fan_in + fan_out)), for every convolution and linear layer of a model.
+func xavierNormalInit(_ model: Module, generator g: inout Generator) {
+    for (name, p) in model.namedParameters() where name.hasSuffix("weight") && p.value.rank >= 2 {
+        let s = p.value.shape, receptive = s.dropFirst(2).reduce(1, *)
+        let std = (2 / Float((s[0] + s[1]) * receptive)).squareRoot()
+        p.value.data.update(from: Tensor.randn(s, std: std, generator: &g).data, count: p.value.count)
+    }
+}
+
+public final class OEC: DistillationMethod {
+    /// The model name of student j of n built on `base` (a CIFAR ResNet name): `base` itself for j = 0, else the
+    /// zoo's width-scaled `base_w<(n − j)/n>`.
+    public static func studentModel(_ base: String, _ j: Int, of n: Int) -> String {
+        j == 0 ? base : "\(base)_w\(Double(n - j) / Double(n))"
+    }
+
+    public static let spec = MethodSpec(
+        name: "oec", summary: "Walawalkar et al. 2020: students of decreasing width on a shared base, taught by their mean and student 0's stage maps",
+        keys: [.temperature(2),
+               OptionKey("teacher_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.7), help: "weight of CE(y, z_T)"),
+               OptionKey("feature_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the stage-map MSE terms"),
+               OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the students' T²·KL to z_T"),
+               OptionKey("train_adapters", .bool, default: .bool(false), help: "train the 1×1 adapters (the official code leaves them at their random initialisation)")],
+        makePeer: { c, p, g in
+            guard Set(c.models).count == 1 else {
+                throw MethodError("oec builds every student from one CIFAR ResNet, scaled in width; give one model name for every student (models: [resnet32, resnet32, ...]), got \(c.models.joined(separator: ", "))")
+            }
+            let name = studentModel(c.models[0], p, of: c.peers)
+            let m = try ModelZoo.make(name, classes: c.classes, inChannels: c.inChannels, generator: &g)
+            guard m is CIFARResNet, !c.models[0].lowercased().hasSuffix("b"), !c.models[0].lowercased().hasSuffix("x4") else {
+                throw MethodError("oec scales basic-block CIFAR ResNets (resnet8 … resnet110); got \(c.models[0])")
+            }
+            xavierNormalInit(m, generator: &g)
+            return m
+        }) { c, _ in
+            guard c.peers >= 2 else { throw MethodError("oec needs at least 2 students (models), got \(c.peers)") }
+            var g0 = Generator(seed: 0)
+            let channels = try (0..<c.peers).map { j -> [Int] in
+                let m = try ModelZoo.make(studentModel(c.models[0], j, of: c.peers), classes: c.classes, inChannels: c.inChannels, generator: &g0)
+                try m.setStemEnd(0)
+                return m.branchStageChannels
+            }
+            let adapters = c.placement.localPeers.map { j -> StageAdapters? in
+                guard j > 0 else { return nil }
+                var g = Generator(seed: c.seed, stream: [0x6F65_6300, UInt64(j)])  // "oec": placement-free init
+                return StageAdapters(from: channels[j], to: channels[0], generator: &g)
+            }
+            return OEC(localPeers: c.placement.localPeers, student0Channels: channels[0], adapters: adapters,
+                       temperature: c.options.number("temperature"), teacherWeight: c.options.number("teacher_ce_weight"),
+                       featureWeight: c.options.number("feature_weight"), kdWeight: c.options.number("kd_weight"),
+                       trainAdapters: c.options.bool("train_adapters"))
+        }
+
+    public let name = "oec"
+    public let localPeers: [Int], student0Channels: [Int]
+    public let temperature: Float, teacherWeight: Float, featureWeight: Float, kdWeight: Float, trainAdapters: Bool
+    let adapters: [StageAdapters?]
+
+    public init(localPeers: [Int], student0Channels: [Int], adapters: [StageAdapters?], temperature: Float = 2,
+                teacherWeight: Float = 0.7, featureWeight: Float = 0.15, kdWeight: Float = 0.15, trainAdapters: Bool = false) {
+        self.localPeers = localPeers; self.student0Channels = student0Channels; self.adapters = adapters
+        self.temperature = temperature; self.teacherWeight = teacherWeight; self.featureWeight = featureWeight
+        self.kdWeight = kdWeight; self.trainAdapters = trainAdapters
+    }
+
+    public var sharesStem: Bool { true }
+    public var stemEnd: Int? { 0 }
+    public var teacherName: String? { "ensemble" }
+    public var termNames: [String] { ["ce_teacher", "feature_mse", "kl"] }
+    public func peerModule(_ k: Int) -> Module? { adapters[k] }
+    public func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool { role != .peerModule || trainAdapters }
+
+    /// Student 0's stage outputs on every rank: the host's maps, broadcast differentiably.
+    func student0Maps(_ local: [[Tensor]], cohort: Cohort) throws -> [Tensor] {
+        let shapes = local[0].enumerated().map { b, f in [f.shape[0], f.shape[1], f.shape[2], student0Channels[b]] }
+        let sizes = shapes.map { $0.reduce(1, *) }
+        let mine = localPeers.firstIndex(of: 0).map { concat(local[$0].map { $0.reshaped([-1]) }, axis: 0) }
+            ?? Tensor(zeros: [sizes.reduce(0, +)])
+        let flat = try allReduceSum(mine, on: cohort.comm)
+        return zip(flat.split(sizes: sizes, axis: 0), shapes).map { $0.reshaped($1) }
+    }
+
+    public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
+        guard let labels = input.labels else { throw MethodError("oec needs labels") }
+        let h = cohort.stem!([input.images[0]])[0]
+        let stages = cohort.models.map { $0.branchStages(h) }
+        let logits = zip(cohort.models, stages).map { $0.head($1.last!) }
+        let teacher = meanLogits(try cohort.gather(logits))
+        let target = teacher.detached()
+        let maps0 = try student0Maps(stages, cohort: cohort)
+        let ceT = crossEntropy(teacher, labels: labels)
+        var total = ceT * (teacherWeight * cohort.sharedScale), losses: [Float] = [], mse: Float = 0, kl: Float = 0
+        for (k, p) in localPeers.enumerated() {
+            let d = klDivergence(student: logits[k], teacher: target, temperature: temperature)
+            var loss = d * kdWeight
+            kl += d.item
+            if p > 0, let a = adapters[k] {
+                for (b, conv) in a.convs.enumerated() {
+                    let m = mseLoss(maps0[b], conv(stages[k][b]))
+                    loss = loss + m * featureWeight
+                    mse += m.item
+                }
+            }
+            losses.append(loss.item)
+            total = total + loss
+        }
+        return StepResult(objective: total, peerLogits: logits, peerLoss: losses,
+                          terms: ["ce_teacher": ceT.item * teacherWeight * cohort.sharedScale, "feature_mse": mse * featureWeight,
+                                  "kl": kl * kdWeight], teacherLogits: target)
+    }
+
+    public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
+        let logits = cohort.logits(x)
+        return Predictions(peers: logits, teacher: meanLogits(try cohort.gatherDetached(logits)))
+    }
+}
