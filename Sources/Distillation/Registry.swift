@@ -196,6 +196,7 @@ public enum MethodRegistry {
         AFD.spec,
         MCL.spec,
         OEC.spec,
+        OKDHP.spec,
     ]
 
     public static var names: [String] { all.map(\.name) }

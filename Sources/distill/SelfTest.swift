@@ -3,7 +3,9 @@
 // on failure and "… ok" on rank 0 on success.
 import ArgumentParser
 import Collectives
+import Distillation
 import Foundation
+import Models
 import Tensors
 
 struct SelfTest: ParsableCommand {
@@ -85,6 +87,7 @@ struct SelfTestCollectives: ParsableCommand {
 
         failures += try checkDifferentiable(comm)
         failures += try checkPlacementAndSync(comm)
+        failures += try checkAggregatedMaps(comm)
 
         if !failures.isEmpty {
             for f in failures { printError("rank \(me): FAIL \(f)") }
@@ -131,6 +134,43 @@ struct SelfTestCollectives: ParsableCommand {
             if !zip(got, want).allSatisfy({ abs($0 - $1) <= 1e-3 * max(1, abs($1)) }) {
                 failures.append("differentiable collectives (\(what)): gradient \(got.prefix(4)) vs one process \(want.prefix(4))")
             }
+        }
+        return failures
+    }
+
+    /// OKDHP's dense path (maps [N, H, W, K] aggregated by the FAU, JointsMSE and the pixel-wise KL to an ensemble
+    /// that is not detached) for 3 branches on these ranks against one process hosting all three (every rank runs
+    /// that one on a communicator of its own): the objective, each branch map's gradient, and the summed gradients of
+    /// the replicated shared feature and aggregation unit.
+    func checkAggregatedMaps(_ comm: Communicator) throws -> [String] {
+        let peers = 3, R = comm.size
+        guard R <= peers else { return [] }
+        func run(on c: Communicator) throws -> (loss: Float, maps: [Int: [Float]], shared: [[Float]]) {
+            let placement = try PeerPlacement(peers: peers, ranks: c.size, rank: c.rank)
+            var g = Generator(seed: 5)
+            let fau = FeatureAggregationUnit(channels: 4, hidden: 6, outputs: 3, branches: peers, generator: &g)
+            let method = OKDHP(fau: fau, rampUpEpochs: 0)
+            let models = try placement.localPeers.map { _ in try ModelZoo.make("resnet8", classes: 3, inChannels: 1, generator: &g) }
+            let cohort = Cohort(placement: placement, comm: c, models: models, stem: nil)
+            let maps = placement.localPeers.map { p in Tensor(shape: [2, 5, 4, 3], values: (0..<120).map { value(70, p, $0) * 0.2 }, requiresGrad: true) }
+            let x = Tensor(shape: [2, 6, 6, 4], values: (0..<288).map { value(71, 0, $0) * 0.2 }, requiresGrad: true)
+            let target = Tensor(shape: [2, 5, 4, 3], values: (0..<120).map { value(72, 0, $0) * 0.1 })
+            let r = try method.objective(local: maps, shared: x, target: .maps(target), epoch: 0, cohort: cohort)
+            r.objective.backward()
+            var loss = [Double(r.objective.item)]
+            try c.allReduce(&loss, op: .sum)
+            var shared = [x.grad!] + fau.namedParameters().map { $0.1.value.grad! }
+            shared = try shared.map { t in let u = t.copy(); try c.allReduce(u, op: .sum); return u }
+            return (Float(loss[0]), Dictionary(uniqueKeysWithValues: zip(placement.localPeers, maps.map { $0.grad!.array })), shared.map(\.array))
+        }
+        let alone = try run(on: try comm.split(color: comm.rank, key: 0))
+        let spread = try run(on: comm)
+        var failures: [String] = []
+        func close(_ a: [Float], _ b: [Float]) -> Bool { zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) } && a.count == b.count }
+        if !close([alone.loss], [spread.loss]) { failures.append("okdhp maps on \(R) ranks: objective \(spread.loss) vs \(alone.loss) in one process") }
+        for (p, grad) in spread.maps where !close(grad, alone.maps[p]!) { failures.append("okdhp maps on \(R) ranks: branch \(p)'s map gradient differs") }
+        for (i, (a, b)) in zip(alone.shared, spread.shared).enumerated() where !close(a, b) {
+            failures.append("okdhp maps on \(R) ranks: replicated gradient \(i) (0 the shared feature, then the unit's) differs")
         }
         return failures
     }

@@ -213,6 +213,48 @@ final class MethodGradientTests: XCTestCase {
                          param(c.models[0], "bn1.bias")])
     }
 
+    /// OKDHP on class logits: every branch's CE and KL to the aggregated ensemble (not detached) and the
+    /// ensemble's CE, with respect to the aggregation unit, a branch and the shared stem.
+    func testOKDHP() throws {
+        let c = try cohort(["resnet8", "resnet8", "resnet8"], sharesStem: true)
+        var g = Generator(seed: 11)
+        let fau = FeatureAggregationUnit(channels: c.models[0].stemChannels, hidden: 8, outputs: 5, branches: 3, generator: &g)
+        let m = OKDHP(fau: fau, rampUpEpochs: 0)
+        try check(m, c, [param(fau, "conv5.weight"), param(fau, "branch1.weight"), param(fau, "bn7.bias"),
+                         param(c.models[1], "layer3.0.conv2.weight"), param(c.models[0], "layer2.0.bn1.weight")])
+    }
+
+    /// OKDHP's dense path: maps [N, H, W, K] with JointsMSE and the pixel-wise KL to the aggregated maps, by finite
+    /// differences with respect to the branch maps, the shared feature and the aggregation unit; and the KL's
+    /// normalisation against the official JointsKLDLoss written out (sum over samples, maps and pixels / (N·H·W)).
+    func testOKDHPDenseMaps() throws {
+        let c = try cohort(["resnet8", "resnet8"], sharesStem: true)
+        var g = Generator(seed: 12)
+        let fau = FeatureAggregationUnit(channels: 4, hidden: 6, outputs: 3, branches: 2, generator: &g)
+        let m = OKDHP(fau: fau, rampUpEpochs: 0)
+        let maps = (0..<2).map { randomTensor([2, 5, 4, 3], seed: 20 + UInt64($0)) }
+        let x = randomTensor([2, 6, 6, 4], seed: 30), target = randomTensor([2, 5, 4, 3], seed: 31)
+        let f = { (_: [Tensor]) -> Tensor in
+            (try? m.objective(local: maps, shared: x, target: .maps(target), epoch: 0, cohort: c).objective) ?? Tensor(scalar: .nan)
+        }
+        gradCheck(maps + [x], eps: 1e-2, rtol: 3e-2, atol: 2e-3, "okdhp dense maps and shared feature", f)
+        for name in ["conv3.weight", "bn5.weight", "fc.weight", "branch0.bias"] {
+            gradCheck([param(fau, name).1], eps: 1e-2, rtol: 3e-2, atol: 2e-3, "okdhp dense \(name)", f)
+        }
+        let o = maps[0], e = maps[1]
+        var want = 0.0
+        for n in 0..<2 {
+            for k in 0..<3 {
+                let pix = (0..<20).map { (n * 20 + $0) * 3 + k }
+                let lo = pix.map { Double(o.data[$0]) }, le = pix.map { Double(e.data[$0]) }
+                let zo = Foundation.log(lo.map { Foundation.exp($0) }.reduce(0, +)), ze = Foundation.log(le.map { Foundation.exp($0) }.reduce(0, +))
+                for i in 0..<20 { want += Foundation.exp(le[i] - ze) * ((le[i] - ze) - (lo[i] - zo)) }
+            }
+        }
+        XCTAssertEqual(Double(OKDHP.consistency(o, e).item), want / Double(2 * 5 * 4), accuracy: 1e-5)
+        XCTAssertEqual(OKDHP.task(o, .maps(e)).item, mseLoss(o, e).item / 2)
+    }
+
     func testLSGANLosses() {
         let real = Tensor(shape: [3], values: [0.9, 0.2, 0.6]), fake = Tensor(shape: [3], values: [0.1, 0.7, 0.4])
         XCTAssertEqual(lsganDiscriminatorLoss(real: real, fake: fake).item, (0.01 + 0.64 + 0.16) / 3 + (0.01 + 0.49 + 0.16) / 3, accuracy: 1e-6)

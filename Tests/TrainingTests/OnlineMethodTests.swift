@@ -122,6 +122,13 @@ final class OnlineMethodTests: XCTestCase {
         for dir in many { try checkStemReplicasAgreeUpTo(dir, peers: 3, stem: ["conv1.", "bn1."]) }
     }
 
+    /// OKDHP: 3 branches and the aggregation unit on 3 and 2 ranks (the KL's gradient into the ensemble reaches
+    /// the other ranks' branches through the allgather and the unit through the replicated sum).
+    func testOKDHPAgreesOnEveryPlacement() throws {
+        let (_, many) = try checkEquality("okdhp", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2], extra: ["--set", "optimizer.lr=0.003"])
+        for dir in many { try checkStemReplicasAgree(dir, peers: 3) }
+    }
+
     func testONEAgreesOnEveryPlacement() throws {
         let (_, many) = try checkEquality("one", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2], extra: ["--set", "optimizer.lr=0.003"])
         for dir in many { try checkStemReplicasAgree(dir, peers: 3) }

@@ -88,6 +88,11 @@ final class ResumeTests: XCTestCase {
         try check(ranks: 2, config: "oec", models: ["resnet8", "resnet8", "resnet8"])
     }
 
+    /// OKDHP on 2 ranks (3 branches): the aggregation unit (a replicated module) and its momentum come back exactly.
+    func testOKDHPResumeOnTwoRanks() throws {
+        try check(ranks: 2, config: "okdhp", models: ["resnet8", "resnet8", "resnet8"])
+    }
+
     /// AFD on 2 ranks, networks of different widths (so both adapters exist): the logit SGD's momentum, both
     /// Adams' moments and step counts, the discriminators and adapters all come back exactly.
     func testAFDResumeOnTwoRanks() throws {
