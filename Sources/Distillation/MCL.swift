@@ -84,7 +84,9 @@ public final class MCL: DistillationMethod {
                OptionKey("contrast_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.025), help: "weight β of Σ ℓ_ij"),
                OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight α of the last branch's KL to the mean logits")]) { c, _ in
             guard c.peers >= 2 else { throw MethodError("mcl needs at least 2 branches (models), got \(c.peers)") }
-            guard !c.trainLabels.isEmpty else { throw MethodError("mcl needs a labelled training set (its negatives are drawn from other classes)") }
+            guard Set(c.trainLabels).count >= 2 else {
+                throw MethodError("mcl needs a labelled training set of at least two classes (its negatives are drawn from other classes)")
+            }
             let features = try c.channels(ofPeer: 0).features, dim = c.options.int("embedding_dim")
             var heads: [EmbeddingHead] = [], banks: [MemoryBank] = []
             for p in c.placement.localPeers {
@@ -92,14 +94,13 @@ public final class MCL: DistillationMethod {
                 heads.append(EmbeddingHead(features, dim, generator: &g))
                 banks.append(MemoryBank(rows: c.trainLabels.count, dim: dim, generator: &g))
             }
-            return MCL(peers: c.peers, localPeers: c.placement.localPeers, trainLabels: c.trainLabels, classes: c.classes,
+            return MCL(trainLabels: c.trainLabels, classes: c.classes,
                        heads: heads, banks: banks, seed: c.seed, temperature: c.options.number("temperature"),
                        negatives: c.options.int("nce_k"), tau: c.options.number("nce_t"), momentum: c.options.number("nce_momentum"),
                        contrastWeight: c.options.number("contrast_weight"), kdWeight: c.options.number("kd_weight"))
         }
 
     public let name = "mcl"
-    public let peers: Int, localPeers: [Int]
     public let temperature: Float, negatives: Int, tau: Float, momentum: Float, contrastWeight: Float, kdWeight: Float
     let heads: [EmbeddingHead], banks: [MemoryBank]
     let seed: UInt64, dataCount: Int
@@ -108,10 +109,11 @@ public final class MCL: DistillationMethod {
     /// The last step's items and local embeddings, for the bank update after the optimiser step.
     private var pending: (items: [Int], embeddings: [Tensor])?
 
-    public init(peers: Int, localPeers: [Int], trainLabels: [Int], classes: Int, heads: [EmbeddingHead], banks: [MemoryBank],
+    /// `heads[k]` and `banks[k]`: local peer k's.
+    public init(trainLabels: [Int], classes: Int, heads: [EmbeddingHead], banks: [MemoryBank],
                 seed: UInt64, temperature: Float = 3, negatives: Int = 256, tau: Float = 0.1, momentum: Float = 0.5,
                 contrastWeight: Float = 0.025, kdWeight: Float = 1) {
-        self.peers = peers; self.localPeers = localPeers; self.heads = heads; self.banks = banks; self.seed = seed
+        self.heads = heads; self.banks = banks; self.seed = seed
         self.temperature = temperature; self.negatives = negatives; self.tau = tau; self.momentum = momentum
         self.contrastWeight = contrastWeight; self.kdWeight = kdWeight
         dataCount = trainLabels.count
@@ -172,7 +174,8 @@ public final class MCL: DistillationMethod {
         let mean = meanLogits(allLogits).detached()
         let idx = contrastIndices(items: input.indices, labels: labels, epoch: input.epoch, step: input.step)
         var total: Tensor?, losses: [Float] = [], ce: Float = 0, kl: Float = 0, contrast: Float = 0
-        for (k, p) in localPeers.enumerated() {
+        let peers = cohort.peers
+        for (k, p) in cohort.placement.localPeers.enumerated() {
             let cek = crossEntropy(logits[k], labels: labels)
             var loss = cek
             ce += cek.item

@@ -77,9 +77,8 @@ public final class OEC: DistillationMethod {
             return m
         }) { c, _ in
             guard c.peers >= 2 else { throw MethodError("oec needs at least 2 students (models), got \(c.peers)") }
-            var g0 = Generator(seed: 0)
             let channels = try (0..<c.peers).map { j -> [Int] in
-                let m = try ModelZoo.make(studentModel(c.models[0], j, of: c.peers), classes: c.classes, inChannels: c.inChannels, generator: &g0)
+                let m = try c.model(studentModel(c.models[0], j, of: c.peers))
                 try m.setStemEnd(0)
                 return m.branchStageChannels
             }
@@ -88,20 +87,21 @@ public final class OEC: DistillationMethod {
                 var g = Generator(seed: c.seed, stream: [0x6F65_6300, UInt64(j)])  // "oec": placement-free init
                 return StageAdapters(from: channels[j], to: channels[0], generator: &g)
             }
-            return OEC(localPeers: c.placement.localPeers, student0Channels: channels[0], adapters: adapters,
+            return OEC(student0Channels: channels[0], adapters: adapters,
                        temperature: c.options.number("temperature"), teacherWeight: c.options.number("teacher_ce_weight"),
                        featureWeight: c.options.number("feature_weight"), kdWeight: c.options.number("kd_weight"),
                        trainAdapters: c.options.bool("train_adapters"))
         }
 
     public let name = "oec"
-    public let localPeers: [Int], student0Channels: [Int]
+    public let student0Channels: [Int]
     public let temperature: Float, teacherWeight: Float, featureWeight: Float, kdWeight: Float, trainAdapters: Bool
     let adapters: [StageAdapters?]
 
-    public init(localPeers: [Int], student0Channels: [Int], adapters: [StageAdapters?], temperature: Float = 2,
+    /// `adapters[k]`: local peer k's, nil for student 0.
+    public init(student0Channels: [Int], adapters: [StageAdapters?], temperature: Float = 2,
                 teacherWeight: Float = 0.7, featureWeight: Float = 0.15, kdWeight: Float = 0.15, trainAdapters: Bool = false) {
-        self.localPeers = localPeers; self.student0Channels = student0Channels; self.adapters = adapters
+        self.student0Channels = student0Channels; self.adapters = adapters
         self.temperature = temperature; self.teacherWeight = teacherWeight; self.featureWeight = featureWeight
         self.kdWeight = kdWeight; self.trainAdapters = trainAdapters
     }
@@ -117,7 +117,7 @@ public final class OEC: DistillationMethod {
     func student0Maps(_ local: [[Tensor]], cohort: Cohort) throws -> [Tensor] {
         let shapes = local[0].enumerated().map { b, f in [f.shape[0], f.shape[1], f.shape[2], student0Channels[b]] }
         let sizes = shapes.map { $0.reduce(1, *) }
-        let mine = localPeers.firstIndex(of: 0).map { concat(local[$0].map { $0.reshaped([-1]) }, axis: 0) }
+        let mine = cohort.placement.localPeers.firstIndex(of: 0).map { concat(local[$0].map { $0.reshaped([-1]) }, axis: 0) }
             ?? Tensor(zeros: [sizes.reduce(0, +)])
         let flat = try allReduceSum(mine, on: cohort.comm)
         return zip(flat.split(sizes: sizes, axis: 0), shapes).map { $0.reshaped($1) }
@@ -133,7 +133,7 @@ public final class OEC: DistillationMethod {
         let maps0 = try student0Maps(stages, cohort: cohort)
         let ceT = crossEntropy(teacher, labels: labels)
         var total = ceT * (teacherWeight * cohort.sharedScale), losses: [Float] = [], mse: Float = 0, kl: Float = 0
-        for (k, p) in localPeers.enumerated() {
+        for (k, p) in cohort.placement.localPeers.enumerated() {
             let d = klDivergence(student: logits[k], teacher: target, temperature: temperature)
             var loss = d * kdWeight
             kl += d.item

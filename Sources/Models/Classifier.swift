@@ -77,18 +77,17 @@ public enum ModelZoo {
         if lower.hasPrefix("resnet") {
             var spec = String(lower.dropFirst("resnet".count))
             var widths = [16, 16, 32, 64]
-            if let w = spec.range(of: "_w") {
+            if let w = spec.range(of: "_w") {  // a width-scaled basic-block network
                 guard let scale = Double(spec[w.upperBound...]), scale > 0, scale <= 1 else { throw ModelError.unknownModel(name) }
                 spec = String(spec[..<w.lowerBound])
                 widths = [16] + widths.dropFirst().map { Int((Double($0) * scale + 1e-9).rounded(.down)) }
-                guard widths.allSatisfy({ $0 >= 1 }), let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0 else { throw ModelError.unknownModel(name) }
-                return CIFARResNet(depth: depth, widths: widths, classes: classes, inChannels: inChannels, generator: &g)
+            } else {
+                if spec.hasSuffix("x4") { spec.removeLast(2); widths = [32, 64, 128, 256] }
+                if spec.hasSuffix("b"), let depth = Int(spec.dropLast()), depth >= 11, (depth - 2) % 9 == 0, widths[0] == 16 {
+                    return CIFARResNet(depth: depth, widths: widths, bottleneck: true, classes: classes, inChannels: inChannels, generator: &g)
+                }
             }
-            if spec.hasSuffix("x4") { spec.removeLast(2); widths = [32, 64, 128, 256] }
-            if spec.hasSuffix("b"), let depth = Int(spec.dropLast()), depth >= 11, (depth - 2) % 9 == 0, widths[0] == 16 {
-                return CIFARResNet(depth: depth, widths: widths, bottleneck: true, classes: classes, inChannels: inChannels, generator: &g)
-            }
-            guard let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0 else { throw ModelError.unknownModel(name) }
+            guard let depth = Int(spec), depth >= 8, (depth - 2) % 6 == 0, widths.allSatisfy({ $0 >= 1 }) else { throw ModelError.unknownModel(name) }
             return CIFARResNet(depth: depth, widths: widths, classes: classes, inChannels: inChannels, generator: &g)
         }
         if lower.hasPrefix("wrn") {

@@ -220,9 +220,9 @@ public final class Experiment {
 
     /// Top-1 and top-5 accuracy of every peer and of the teacher on the test split, or on `data` (the validation
     /// split), in eval mode without a tape.
-    public func evaluate(on data: Dataset? = nil) throws -> Evaluation {
-        let test = data ?? self.test
-        let sampler = EpochSampler(count: test.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
+    public func evaluate(on split: Dataset? = nil) throws -> Evaluation {
+        let data = split ?? test
+        let sampler = EpochSampler(count: data.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
         var top1 = [Double](repeating: 0, count: models.count), top5 = top1
         var teacher = [0.0, 0.0]
         let extraNames = method.extraNames(peers: placement.peers)
@@ -230,7 +230,7 @@ public final class Experiment {
         setTraining(false)
         defer { setTraining(true) }
         try withoutGradients {
-            for batch in BatchLoader(data: test, sampler: sampler, epoch: 0, augmentation: .none, peers: [0],
+            for batch in BatchLoader(data: data, sampler: sampler, epoch: 0, augmentation: .none, peers: [0],
                                      replica: replica, replicas: replicas) {
                 let labels = batch.labels!
                 if labels.isEmpty { continue }  // a replica's empty share of a small last batch (data-parallel only)
@@ -248,7 +248,7 @@ public final class Experiment {
                 }
             }
         }
-        let n = Double(max(test.count, 1))
+        let n = Double(max(data.count, 1))
         // The teacher's counts (rank 0's) and every extra prediction's (its host's), summed over ranks.
         var sums = (teacher + extra).map { $0 / n }
         try world.allReduce(&sums, op: .sum)

@@ -23,12 +23,10 @@ struct Report: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    @Option(help: ArgumentHelp("The split to summarise: test, or validation (runs with dataset.validation).", valueName: "split"))
-    var split = "test"
+    enum Split: String, ExpressibleByArgument, CaseIterable { case test, validation }
 
-    func validate() throws {
-        guard ["test", "validation"].contains(split) else { throw ValidationError("--split: '\(split)' is not test or validation") }
-    }
+    @Option(help: ArgumentHelp("The split to summarise: test, or validation (runs with dataset.validation).", valueName: "split"))
+    var split = Split.test
 
     /// One model's figures in one run.
     struct Figures: Encodable { let last: Float; let best: Float; let bestEpoch: Int
@@ -45,7 +43,7 @@ struct Report: ParsableCommand {
 
     func run() throws {
         var perRun: [[String: Figures]] = [], names: [String] = []
-        let onTestSplit = split == "test"
+        let onTest = split == .test
         for dir in runs {
             let path = RunDirectory(dir).metrics
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -59,7 +57,6 @@ struct Report: ParsableCommand {
                     printError("error: \(path) line \(i + 1): not a metrics line: \(error)")
                     throw ExitCode(2)
                 }
-                let onTest = split == "test"
                 var values: [(String, Float)] = ((onTest ? m.testTop1 : m.valTop1) ?? []).enumerated().map { ("peer \($0.offset)", $0.element) }
                 if let name = m.teacher, let t = onTest ? m.teacherTestTop1 : m.teacherValTop1 { values.append((name, t)) }
                 values += ((onTest ? m.extraTestTop1 : m.extraValTop1) ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
@@ -69,7 +66,7 @@ struct Report: ParsableCommand {
                 }
             }
             guard !order.isEmpty else {
-                printError("error: \(path): no epoch evaluated on the \(split) split yet" + (onTestSplit ? "" : " (was dataset.validation set?)"))
+                printError("error: \(path): no epoch evaluated on the \(split.rawValue) split yet" + (onTest ? "" : " (was dataset.validation set?)"))
                 throw ExitCode(2)
             }
             if names.isEmpty { names = order } else if names != order {
@@ -90,7 +87,7 @@ struct Report: ParsableCommand {
         let best = Dictionary(uniqueKeysWithValues: names.map { n in (n, spread(perRun.map { $0[n]!.best })) })
         if json { try printJSON(Output(runs: runs, names: names, perRun: perRun, last: last, best: best)); return }
         func pct(_ s: Spread) -> String { String(format: "%.2f ± %.2f", 100 * s.mean, 100 * s.std) }
-        print("\(split) top-1 over \(runs.count) run(s): " + runs.joined(separator: ", "))
+        print("\(split.rawValue) top-1 over \(runs.count) run(s): " + runs.joined(separator: ", "))
         print("  " + "model".padding(toLength: 22, withPad: " ", startingAt: 0) + "last epoch       best epoch       best at epochs")
         for n in names {
             let epochs = perRun.map { String($0[n]!.bestEpoch) }.joined(separator: ", ")

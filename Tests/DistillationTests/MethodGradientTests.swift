@@ -143,13 +143,13 @@ final class MethodGradientTests: XCTestCase {
         var g = Generator(seed: 8)
         let heads = (0..<3).map { _ in EmbeddingHead(c.models[0].featureChannels, 16, generator: &g) }
         let banks = (0..<3).map { _ in MemoryBank(rows: trainLabels.count, dim: 16, generator: &g) }
-        let m = MCL(peers: 3, localPeers: [0, 1, 2], trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
+        let m = MCL(trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
                     negatives: 12, contrastWeight: 1)
         XCTAssertEqual(c.stem!.runner.stemModuleNames, ["conv1", "bn1", "layer1"])
         try check(m, c, [param(heads[1], "linear.weight"), param(c.models[2], "layer2.0.conv1.weight"), param(c.models[2], "fc.weight")])
         // Through the stem every branch's embedding moves at once, and exp(⟨m, e⟩/0.1) curves enough over a usable
         // step to spoil the central difference: the stem is checked at τ = 1, the same formula.
-        let smooth = MCL(peers: 3, localPeers: [0, 1, 2], trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
+        let smooth = MCL(trainLabels: trainLabels, classes: 5, heads: heads, banks: banks, seed: 1,
                          negatives: 12, tau: 1, contrastWeight: 1)
         try check(smooth, c, [param(c.models[0], "bn1.weight"), param(c.models[0], "layer1.0.conv2.weight")])
     }
@@ -160,7 +160,7 @@ final class MethodGradientTests: XCTestCase {
         let labels = (0..<50).map { $0 % 5 }
         var g = Generator(seed: 1)
         let make = { (k: Int, g: inout Generator) in
-            MCL(peers: 2, localPeers: [0, 1], trainLabels: labels, classes: 5, heads: [], banks: [], seed: 4, negatives: k) }
+            MCL(trainLabels: labels, classes: 5, heads: [], banks: [], seed: 4, negatives: k) }
         let m = make(30, &g)
         let items = [3, 17, 42], idx = m.contrastIndices(items: items, labels: items.map { labels[$0] }, epoch: 2, step: 7)
         XCTAssertEqual(idx.count, 3 * 31)
@@ -207,7 +207,7 @@ final class MethodGradientTests: XCTestCase {
         XCTAssertEqual(c.models.map(\.branchStageChannels), [[16, 32, 64], [10, 21, 42], [5, 10, 21]])
         var g = Generator(seed: 9)
         let adapters = (0..<3).map { j in j == 0 ? nil : StageAdapters(from: c.models[j].branchStageChannels, to: [16, 32, 64], generator: &g) }
-        let m = OEC(localPeers: [0, 1, 2], student0Channels: [16, 32, 64], adapters: adapters)
+        let m = OEC(student0Channels: [16, 32, 64], adapters: adapters)
         try check(m, c, [param(c.models[0], "layer1.0.conv2.weight"), param(c.models[0], "layer3.0.bn2.weight"),
                          param(c.models[2], "layer2.0.conv1.weight"), param(adapters[1]!, "stage2.weight"),
                          param(c.models[0], "bn1.bias")])
