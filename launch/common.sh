@@ -3,9 +3,10 @@
 
 DISTILL_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev dataset-fashion-mnist)
 
+# ensure_packages [EXTRA...]: the project's packages and any extra ones a script needs.
 ensure_packages() {
     local missing=()
-    for p in "${DISTILL_PACKAGES[@]}"; do
+    for p in "${DISTILL_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -75,7 +75,7 @@ public final class OEC: DistillationMethod {
             }
             xavierNormalInit(m, generator: &g)
             return m
-        }) { c, _ in
+        }, peerModel: { models, p in studentModel(models[0], p, of: models.count) }) { c, _ in
             guard c.peers >= 2 else { throw MethodError("oec needs at least 2 students (models), got \(c.peers)") }
             let channels = try (0..<c.peers).map { j -> [Int] in
                 let m = try c.model(studentModel(c.models[0], j, of: c.peers))

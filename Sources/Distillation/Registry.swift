@@ -159,13 +159,20 @@ public struct MethodSpec {
     /// Builds peer p's network when the method has networks of its own (CSS's multi-branch networks); nil: the
     /// model zoo's `models[p]`. `generator` is seeded by (seed, peer), so the weights do not depend on placement.
     public let makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)?
+    /// The model name peer p's network goes by when the method derives it from the configured `models` (OEC's
+    /// width-scaled students); nil: `models[p]`.
+    public let peerModel: (([String], Int) -> String)?
 
     public init(name: String, summary: String, keys: [OptionKey] = [], dataParallel: Bool = false, labelFree: Bool = false,
                 makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)? = nil,
+                peerModel: (([String], Int) -> String)? = nil,
                 make: @escaping (MethodContext, inout Generator) throws -> DistillationMethod) {
         self.name = name; self.summary = summary; self.keys = keys; self.dataParallel = dataParallel
-        self.labelFree = labelFree; self.makePeer = makePeer; self.make = make
+        self.labelFree = labelFree; self.makePeer = makePeer; self.peerModel = peerModel; self.make = make
     }
+
+    /// The model name of peer p of a cohort configured with `models`.
+    public func peerModelName(_ models: [String], _ p: Int) -> String { peerModel?(models, p) ?? models[p] }
 
     /// The key named `name`, if the method has one.
     public func key(_ name: String) -> OptionKey? { keys.first { $0.name == name } }

@@ -39,7 +39,7 @@ extension Experiment {
         let meta = ["epoch": "\(epoch)", "method": method.name]
         if writesPeers {
             for (k, p) in placement.localPeers.enumerated() {
-                try models[k].saveSafeTensors(to: dir.peer(p), metadata: meta.merging(["model": config.models[p], "peer": "\(p)"]) { $1 })
+                try models[k].saveSafeTensors(to: dir.peer(p), metadata: meta.merging(["model": peerModels[p], "peer": "\(p)"]) { $1 })
                 try SafeTensors.write(named: optimizerState(prefix: "peer\(p).", strip: true), metadata: meta, to: dir.peerOptimizer(p))
                 if let module = method.peerModule(k) { try module.saveSafeTensors(to: dir.peerModule(p), metadata: meta) }
                 if let extra = method.peerExtraState(k) { try extra.saveSafeTensors(to: dir.peerExtra(p), metadata: meta) }

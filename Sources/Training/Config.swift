@@ -44,6 +44,8 @@ public struct TrainConfig: Equatable {
     public var warmup = "linear"
     public var evalEvery = 1, checkpointEvery = 1
     public var threads: Int?
+    /// TensorBoard event files in the run directory's tensorboard/ (rank 0).
+    public var tensorboard = true
 
     public init() {}
 
@@ -75,6 +77,7 @@ public struct TrainConfig: Equatable {
         .int("eval_every", \.evalEvery, min: 1),
         .int("checkpoint_every", \.checkpointEvery, min: 1),
         .optionalInt("threads", \.threads, min: 1),
+        .bool("tensorboard", \.tensorboard),
         .string("dataset.name", \.dataset, "a dataset name (\(DatasetCatalog.names.joined(separator: ", ")))"),
         .optionalString("dataset.path", \.datasetPath, "a directory path"),
         .int("dataset.train_subset", \.trainSubset, min: 0),

@@ -43,6 +43,8 @@ public final class Experiment {
     public let cohort: Cohort
     /// The peers this rank hosts.
     public var models: [Classifier] { cohort.models }
+    /// Every peer's model name (the configured one, or the one the method derives from it).
+    public let peerModels: [String]
     /// Every parameter this rank updates, named "peerP.<name>" for a peer's network, "peerP.module.<name>" for a
     /// method's per-peer module, "stem.<name>" for a shared stem, "method.<name>" for the method's modules.
     let parameters: [RankParameter]
@@ -62,6 +64,7 @@ public final class Experiment {
         self.config = config
         world = comm
         let P = config.models.count, spec = config.methodSpec
+        peerModels = (0..<P).map { spec.peerModelName(config.models, $0) }
         if P == 1 && comm.size > 1 {
             guard spec.dataParallel else {
                 throw ConfigError("\(config.method) with one peer on \(comm.size) ranks: data-parallel training is available for \(MethodRegistry.all.filter(\.dataParallel).map(\.name).joined(separator: ", ")); give method \(config.method) at least \(comm.size) peers")
@@ -137,7 +140,7 @@ public final class Experiment {
             for p in 0..<P { all.append(try moved(localPeers.firstIndex(of: p).map { models[$0] } ?? build(p))) }
             let layout = { (m: Classifier) in m.stemState().map { "\($0.0)\($0.1.value.shape)" } }
             for p in 1..<P where layout(all[p]) != layout(all[0]) {
-                throw ConfigError("models: \(config.method) shares one stem between the peers, so every peer's stem must be peer 0's; peer \(p) (\(config.models[p])) differs from peer 0 (\(config.models[0]))")
+                throw ConfigError("models: \(config.method) shares one stem between the peers, so every peer's stem must be peer 0's; peer \(p) (\(peerModels[p])) differs from peer 0 (\(peerModels[0]))")
             }
             stem = SharedStem(models: models, comm: peerComm, perPeerViews: method.augmentsPerPeer,
                               peer0: localPeers[0] == 0 ? nil : all[0])
@@ -262,7 +265,7 @@ public final class Experiment {
 
     /// "test top-1 peer 0 (resnet20) 91.20%, …, gated ensemble 92.10%".
     public func summary(_ e: Evaluation, split: String = "test") -> String {
-        var parts = zip(config.models, e.top1).enumerated().map { "peer \($0.offset) (\($0.element.0)) \(String(format: "%.2f%%", 100 * $0.element.1))" }
+        var parts = zip(peerModels, e.top1).enumerated().map { "peer \($0.offset) (\($0.element.0)) \(String(format: "%.2f%%", 100 * $0.element.1))" }
         if let name = method.teacherName, let t = e.teacherTop1 { parts.append("\(name) \(String(format: "%.2f%%", 100 * t))") }
         parts += e.extraTop1.keys.sorted().map { "\($0) \(String(format: "%.2f%%", 100 * e.extraTop1[$0]!))" }
         return split + " top-1 " + parts.joined(separator: ", ")

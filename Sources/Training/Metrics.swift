@@ -26,6 +26,8 @@ public struct EpochMetrics: Codable, Equatable {
     public var valTop1: [Float]?, teacherValTop1: Float?, extraValTop1: [String: Float]?
     public var imagesPerSecond = 0.0
     public var communicationSeconds = 0.0
+    /// Wall time of the epoch's training steps (nil in runs written before it was recorded).
+    public var seconds: Double?
 
     public init() {}
 
@@ -33,7 +35,7 @@ public struct EpochMetrics: Codable, Equatable {
         case time, epoch, lr, loss, terms, teacher
         case trainTop1 = "train_top1", trainTop5 = "train_top5", testTop1 = "test_top1", testTop5 = "test_top5"
         case teacherTrainTop1 = "teacher_train_top1", teacherTestTop1 = "teacher_test_top1", teacherTestTop5 = "teacher_test_top5"
-        case imagesPerSecond = "images_per_second", communicationSeconds = "communication_seconds"
+        case imagesPerSecond = "images_per_second", communicationSeconds = "communication_seconds", seconds
         case extraTestTop1 = "extra_test_top1"
         case valTop1 = "val_top1", teacherValTop1 = "teacher_val_top1", extraValTop1 = "extra_val_top1"
     }

@@ -1,6 +1,8 @@
 // A run directory: the one owner of a run's paths and of the files that are not tensors.
 //   config.yaml                                        the resolved config (written through Yams)
 //   metrics.jsonl                                      one JSON object per epoch (Metrics.swift)
+//   tensorboard/events.out.tfevents.*                  the same figures and per-step losses for TensorBoard (one
+//                                                      file per start or resume of the run)
 //   checkpoints/state.json                             {"epoch": E, "peers": P, "ranks": R, "threads": T}: the commit
 //                                                      point, written last
 //   checkpoints/epoch-E/peerP.safetensors              weights and buffers of peer P (a complete model)
@@ -25,6 +27,7 @@ public struct RunDirectory {
 
     public var config: String { path + "/config.yaml" }
     public var metrics: String { path + "/metrics.jsonl" }
+    public var tensorboard: String { path + "/tensorboard" }
     public var checkpoints: String { path + "/checkpoints" }
     public var state: String { checkpoints + "/state.json" }
 

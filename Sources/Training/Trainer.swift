@@ -17,6 +17,11 @@ public final class Trainer {
         experiment = try Experiment(config: config, comm: comm)
     }
 
+    /// Rank 0's TensorBoard files (config `tensorboard`), open while `run` runs.
+    var log: TensorBoardLog?
+    /// The wall time of the last whole epoch (training, evaluation, checkpoint), for the run's ETA.
+    var lastEpochSeconds: Double?
+
     var config: TrainConfig { experiment.config }
     var method: DistillationMethod { experiment.method }
 
@@ -42,8 +47,13 @@ public final class Trainer {
         guard sampler.batchSize >= x.replicas else {
             throw ConfigError("batch_size \(config.batchSize) is smaller than the \(x.replicas) data-parallel ranks")
         }
+        let steps = sampler.stepsPerEpoch
+        if x.isLeader && config.tensorboard {
+            log = try TensorBoardLog(run: run, resumingAtStep: resume ? firstEpoch * steps : nil)
+        }
         var history: [EpochMetrics] = []
         for epoch in firstEpoch..<config.epochs {
+            let epochStart = Date()
             var metrics = try trainEpoch(epoch, sampler: sampler)
             if (epoch + 1) % config.evalEvery == 0 || epoch + 1 == config.epochs {
                 let e = try x.evaluate()
@@ -62,6 +72,8 @@ public final class Trainer {
             // previous checkpoint and drops the line of the epoch it repeats.
             metrics.time = timestamp()
             if x.isLeader { try run.appendMetrics(try jsonLine(metrics)) }
+            try log?.addEpoch(metrics, step: (epoch + 1) * steps)
+            lastEpochSeconds = Date().timeIntervalSince(epochStart)
             if (epoch + 1) % config.checkpointEvery == 0 || epoch + 1 == config.epochs {
                 try x.save(epoch: epoch + 1, to: run)
             }
@@ -82,6 +94,9 @@ public final class Trainer {
         var lossSum = [Double](repeating: 0, count: x.models.count), correct = lossSum, correct5 = lossSum
         var termSums = [Double](repeating: 0, count: termNames.count)
         var teacherCorrect = 0.0, seen = 0
+        // Each step's peer losses and terms, one row per step, summed over ranks once at the epoch's end.
+        let width = x.placement.peers + termNames.count
+        var stepRows = [Double](repeating: 0, count: config.tensorboard ? steps * width : 0), stepLRs: [Float] = []
         let commStart = x.world.communicationSeconds, start = Date()
         x.setTraining(true)
         for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
@@ -95,20 +110,37 @@ public final class Trainer {
                 correct[k] += a; correct5[k] += b
             }
             for (i, name) in termNames.enumerated() { termSums[i] += Double(result.terms[name] ?? 0) }
+            if config.tensorboard {
+                for (k, p) in x.placement.localPeers.enumerated() { stepRows[step * width + p] = Double(result.peerLoss[k]) }
+                for (i, name) in termNames.enumerated() { stepRows[step * width + x.placement.peers + i] = Double(result.terms[name] ?? 0) }
+                stepLRs.append(lr)
+            }
             if x.placement.rank == 0, let t = result.teacherLogits { teacherCorrect += topCounts(t, labels).top1 }
             seen += labels.count
             if x.isLeader && (interactive || (step + 1) % max(1, steps / 5) == 0 || step + 1 == steps) {
                 let elapsed = Date().timeIntervalSince(start)
                 let ips = Double(seen * x.replicas) / max(elapsed, 1e-9)
                 let eta = Double(steps - step - 1) * elapsed / Double(step + 1)
+                let perEpoch = lastEpochSeconds ?? elapsed * Double(steps) / Double(step + 1)
+                let runEta = eta + Double(config.epochs - epoch - 1) * perEpoch
                 let losses = lossSum.map { String(format: "%.4f", $0 / Double(max(seen, 1))) }.joined(separator: " ")
-                let line = String(format: "epoch %d/%d  step %d/%d  loss %@  %.0f images/s  ETA %.0fs",
-                                  epoch + 1, config.epochs, step + 1, steps, losses, ips, eta)
+                let line = String(format: "epoch %d/%d  step %d/%d  loss %@  %.0f images/s  ETA epoch %@, run %@",
+                                  epoch + 1, config.epochs, step + 1, steps, losses, ips, duration(eta), duration(runEta))
                 if interactive { print("\r" + line, terminator: step + 1 == steps ? "\n" : ""); fflush(stdout) } else { report(line) }
             }
         }
         let total = Double(max(seen * x.replicas, 1))
-        metrics.imagesPerSecond = Double(seen * x.replicas) / Date().timeIntervalSince(start)
+        metrics.seconds = Date().timeIntervalSince(start)
+        metrics.imagesPerSecond = Double(seen * x.replicas) / metrics.seconds!
+        if config.tensorboard {
+            try x.world.allReduce(&stepRows, op: .sum)
+            let r = Double(x.replicas)
+            for (i, lr) in stepLRs.enumerated() {
+                let row = stepRows[(i * width)..<((i + 1) * width)].map { $0 / r }
+                log?.addStep(epoch * steps + i + 1, peerLoss: Array(row.prefix(x.placement.peers)),
+                             terms: Array(zip(termNames, row.dropFirst(x.placement.peers))), lr: lr)
+            }
+        }
         metrics.loss = try x.gatherPeerValues(lossSum.map { $0 / total }).map(Float.init)
         metrics.trainTop1 = try x.gatherPeerValues(correct.map { $0 / total }).map(Float.init)
         metrics.trainTop5 = try x.gatherPeerValues(correct5.map { $0 / total }).map(Float.init)
@@ -189,7 +221,7 @@ public final class Trainer {
         let badPeers = zip(experiment.placement.localPeers, peerLoss).filter { !$0.1.isFinite }
         let badTerms = terms.filter { !$0.value.isFinite }.keys.sorted()
         guard !badPeers.isEmpty || !badTerms.isEmpty || !objective.item.isFinite else { return }
-        let peers = badPeers.map { "peer \($0.0) (\(config.models[$0.0])) loss \($0.1)" }
+        let peers = badPeers.map { "peer \($0.0) (\(experiment.peerModels[$0.0])) loss \($0.1)" }
         let terms = badTerms.map { "\($0) = \(terms[$0]!)" }
         let what = (peers + terms).isEmpty ? ["the objective is \(objective.item)"] : peers + terms
         throw TrainingError.nonFiniteLoss("non-finite loss at epoch \(epoch + 1), step \(step + 1)\(phase.map { " (phase \($0))" } ?? ""): "
@@ -222,6 +254,14 @@ public final class Trainer {
         }
         return (times, comm, bytes, sampler.batchSize)
     }
+}
+
+/// Seconds as "42s", "3m07s" or "1h02m".
+func duration(_ seconds: Double) -> String {
+    let s = Int(max(seconds, 0).rounded())
+    if s < 60 { return "\(s)s" }
+    if s < 3600 { return String(format: "%dm%02ds", s / 60, s % 60) }
+    return String(format: "%dh%02dm", s / 3600, (s % 3600) / 60)
 }
 
 /// A run that cannot go on.

@@ -19,8 +19,7 @@ struct BenchComm: ParsableCommand {
     @Option(help: "Iterations for small messages (large ones use fewer).")
     var iterations = 2000
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     func run() throws {
         let comm = try MPICommunicator.world()
@@ -49,7 +48,7 @@ struct BenchComm: ParsableCommand {
         let ag = try timed(iterations / 2) { try comm.allGather(logits.data, count: logits.count, into: out.data) }
         results.append(("allgather_logits_us", ag * 1e6, "allgather 128×100 logits, µs"))
         if comm.rank == 0 {
-            if json {
+            if format.json {
                 try printJSON(Dictionary(uniqueKeysWithValues: results.map { ($0.0, $0.1) }).merging(["ranks": Double(comm.size)]) { $1 })
             } else {
                 print("\(comm.size) ranks")

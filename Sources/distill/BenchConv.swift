@@ -37,8 +37,7 @@ struct BenchConv: ParsableCommand {
     @Flag(help: "Use im2col + sgemm for every layer (no Winograd).")
     var noWinograd = false
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     func run() throws {
         Threads.set(threads)
@@ -71,13 +70,13 @@ struct BenchConv: ParsableCommand {
             results.append(("\(key)_fwd_gflops", flops / fwd / 1e9))
             results.append(("\(key)_bwd_gflops", 2 * flops / bwd / 1e9))
             totalFlops += 3 * flops; totalSeconds += fwd + bwd
-            if !json {
+            if !format.json {
                 print(String(format: "%-28@ forward %6.1f GFLOP/s   backward %6.1f GFLOP/s", key as NSString,
                              flops / fwd / 1e9, 2 * flops / bwd / 1e9))
             }
         }
         results.append(("all_gflops", totalFlops / totalSeconds / 1e9))
-        if json {
+        if format.json {
             try printJSON(Dictionary(uniqueKeysWithValues: results))
         } else {
             print(String(format: "all shapes, forward + backward: %.1f GFLOP/s", totalFlops / totalSeconds / 1e9))

@@ -22,8 +22,7 @@ struct BenchData: ParsableCommand {
     @Option(help: "Batches timed per dataset.")
     var steps = 100
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     func run() throws {
         var g = Generator(seed: 1)
@@ -42,7 +41,7 @@ struct BenchData: ParsableCommand {
             fmnist = Dataset(name: "fashion-mnist-shaped", store: store, classes: 10, mean: [0.286], std: [0.353])
         }
         let c = measure(cifar, .cifar), f = measure(fmnist, .fashionMNIST)
-        if json {
+        if format.json {
             try printJSON(["cifar_loader_ips": c.rounded(), "fmnist_loader_ips": f.rounded()])
         } else {
             print(String(format: "CIFAR-shaped loader, batch %d, crop+flip:        %10.0f images/s", batch, c))

@@ -16,8 +16,7 @@ struct BenchEngine: ParsableCommand {
         (im2col, sgemm, col2im). Build with `swift build -c release` first; debug builds are far slower.
         """)
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     @Option(help: "Comma-separated model names.")
     var models = "resnet20,resnet32,resnet56"
@@ -49,7 +48,7 @@ struct BenchEngine: ParsableCommand {
         var results: [(String, Double)] = []
         func report(_ key: String, _ value: Double, _ label: String) {
             results.append((key, value))
-            if !json { print(label.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f", value)) }
+            if !format.json { print(label.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f", value)) }
         }
         for t in threadCounts {
             report("sgemm_gflops_t\(t)", measureSgemmGFLOPS(threads: t), "sgemm 1024³ GFLOP/s, \(t) thread(s)")
@@ -64,7 +63,7 @@ struct BenchEngine: ParsableCommand {
                        "\(name) inference images/s, batch \(batch), \(t) thread(s)")
             }
         }
-        if json { try printJSON(Dictionary(uniqueKeysWithValues: results)) }
+        if format.json { try printJSON(Dictionary(uniqueKeysWithValues: results)) }
     }
 
     func makeModel(_ name: String) throws -> (Classifier, Tensor, [Int]) {

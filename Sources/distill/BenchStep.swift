@@ -24,8 +24,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "The experiment config (YAML).")
     var config: String
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value (repeatable).", valueName: "key.path=value"))
-    var overrides: [String] = []
+    @OptionGroup var overrides: ConfigOverrides
 
     @Option(help: "Untimed steps first.")
     var warmup = 3
@@ -33,8 +32,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Timed steps.")
     var steps = 20
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     /// The `--json` output.
     struct JSONOutput: Encodable {
@@ -52,7 +50,7 @@ struct BenchStep: ParsableCommand {
     }
 
     func run() throws {
-        let cfg = try loadConfig(config, overrides: overrides)
+        let cfg = try overrides.load(config)
         guard steps > 0, warmup >= 0 else {
             printError("error: --steps must be > 0 and --warmup ≥ 0")
             throw ExitCode(2)
@@ -72,7 +70,7 @@ struct BenchStep: ParsableCommand {
             let mean = total / Double(times.count), median = sorted[sorted.count / 2]
             guard comm.rank == 0 else { return }
             let ips = Double(batch) / mean
-            if json {
+            if format.json {
                 let r = JSONOutput(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
                                batch: batch, steps: steps, stepMsMean: 1000 * mean, stepMsMedian: 1000 * median,
                                imagesPerSecond: ips, communicationShare: share[0],

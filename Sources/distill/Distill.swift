@@ -4,11 +4,15 @@ import Collectives
 import Foundation
 import Training
 
+/// The release this build is (`distill --version`).
+let distillVersion = "0.5.0"
+
 @main
 struct Distill: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distributed knowledge distillation on CPUs (Open MPI + OpenBLAS).",
+        version: "swift-distill \(distillVersion)",
         subcommands: [Train.self, Eval.self, Report.self, Methods.self, Bench.self, Demo.self, Inspect.self, SelfTest.self])
 }
 

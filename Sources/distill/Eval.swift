@@ -22,11 +22,9 @@ struct Eval: ParsableCommand {
     @Option(help: "A run directory or a checkpoints/epoch-E directory.")
     var checkpoint: String
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value, e.g. --set dataset.test_subset=1000 (repeatable).", valueName: "key.path=value"))
-    var overrides: [String] = []
+    @OptionGroup var overrides: ConfigOverrides
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var format: OutputFormat
 
     /// The `--json` output.
     struct JSONOutput: Encodable {
@@ -42,7 +40,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let cfg = try loadConfig(config, overrides: overrides)
+        let cfg = try overrides.load(config)
         let dir: RunDirectory.Checkpoint
         do { dir = try RunDirectory.checkpoint(at: checkpoint) } catch let e as ConfigError {
             printError("error: --checkpoint \(e.message)")
@@ -54,7 +52,7 @@ struct Eval: ParsableCommand {
             let e = try x.evaluate()
             guard comm.rank == 0 else { return }
             let teacher = x.method.teacherName
-            if json {
+            if format.json {
                 let r = JSONOutput(checkpoint: dir.path, models: cfg.models, testTop1: e.top1, testTop5: e.top5,
                                teacher: teacher, teacherTestTop1: e.teacherTop1, teacherTestTop5: e.teacherTop5,
                                extraTestTop1: e.extraTop1.isEmpty ? nil : e.extraTop1)

@@ -19,8 +19,7 @@ struct Train: ParsableCommand {
     @Argument(help: "The experiment config (YAML); see configs/ for documented examples.")
     var config: String
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value, e.g. --set optimizer.lr=0.05 (repeatable).", valueName: "key.path=value"))
-    var overrides: [String] = []
+    @OptionGroup var overrides: ConfigOverrides
 
     @Option(help: "Output directory (overrides the config's `output`).")
     var out: String?
@@ -29,7 +28,7 @@ struct Train: ParsableCommand {
     var resume = false
 
     func run() throws {
-        var cfg = try loadConfig(config, overrides: overrides)
+        var cfg = try overrides.load(config)
         if let o = out { cfg.output = o }
         try runOnWorld { comm in try Trainer(config: cfg, comm: comm).run(resume: resume) }
     }
