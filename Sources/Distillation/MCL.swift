@@ -157,8 +157,7 @@ public final class MCL: DistillationMethod {
 
     /// ℓ_ij for bank i (local branch k) against embedding e_j [N, D].
     func pairTerm(bankRows: Tensor, _ e: Tensor) -> Tensor {
-        let n = e.shape[0], d = e.shape[1]
-        let scores = (bankRows * e.reshaped([n, 1, d])).sum(axis: 2) * (1 / tau)
+        let scores = batchedMatVec(bankRows, e) * (1 / tau)
         return memoryContrastLoss(scores, dataCount: dataCount)
     }
 

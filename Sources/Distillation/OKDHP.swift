@@ -20,10 +20,14 @@
 // official loss on the shared hourglass stacks' outputs has no counterpart. Showing it on pose data would need
 // heatmap datasets we do not ship: the dense path is the same code, checked by finite differences and across
 // ranks in the tests.
-// Distributed: one branch per rank. The stem and the FAU are replicated (gradients summed); the branch outputs
+// Distributed: one branch per rank. The stem and the FAU are replicated (gradients summed), but each rank computes
+// only its share of the FAU's three convolution paths (balanced by k², so on 2 ranks the 7×7 path on one and the
+// 3×3 and 5×5 on the other; the whole FAU costs about half a ResNet-20's training step at this stem end): the paths' pooled outputs meet in one differentiable allreduce of [N, C], and
+// each path's batch-norm statistics are sent from its owner after the forward. The branch outputs
 // travel in one differentiable allgather and every rank forms the same ensemble; branch terms are local, ens_w·task(ens)
 // is computed on every rank at weight 1/R; the KLD's gradient into ens reaches the other branches through the
 // allgather's backward and the FAU and stem through the replicated-gradient sum.
+import Collectives
 import Foundation
 import Layers
 import Models
@@ -35,26 +39,37 @@ public final class FeatureAggregationUnit: Module {
     public let fc: Linear
     public let branchFCs: [Linear]
     public var isTraining = true
+    /// The convolution paths' kernel sizes.
+    public let kernelSizes = [3, 5, 7]
 
     public init(channels c: Int, hidden: Int = 64, outputs k: Int, branches: Int, generator g: inout Generator) {
-        convs = [3, 5, 7].map { Conv2d(c, c, kernelSize: $0, padding: $0 / 2, bias: true, generator: &g) }
-        norms = [3, 5, 7].map { _ in BatchNorm2d(c) }
+        convs = kernelSizes.map { Conv2d(c, c, kernelSize: $0, padding: $0 / 2, bias: true, generator: &g) }
+        norms = kernelSizes.map { _ in BatchNorm2d(c) }
         fc = Linear(c, hidden, generator: &g)
         branchFCs = (0..<branches).map { _ in Linear(hidden, k, generator: &g) }
     }
 
     public var children: [(String, Module)] {
-        zip([3, 5, 7], zip(convs, norms)).flatMap { k, cn in [("conv\(k)", cn.0 as Module), ("bn\(k)", cn.1 as Module)] }
+        zip(kernelSizes, zip(convs, norms)).flatMap { k, cn in [("conv\(k)", cn.0 as Module), ("bn\(k)", cn.1 as Module)] }
             + [("fc", fc)] + branchFCs.enumerated().map { ("branch\($0.offset)", $0.element as Module) }
     }
 
-    /// α [B, N, K]: for each branch its weight per sample and output channel (softmax over the branches).
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let branches = zip(convs, norms).map { $1.forward($0(x), relu: true) }
-        let u = branches.dropFirst().reduce(branches[0], +)
-        let v = fc(globalAvgPool(u))
+    /// Σ over `paths` (indices of the 3×3, 5×5, 7×7 convolutions) of GAP(ReLU(BN(conv_k(x)))) [N, C]: the pooled
+    /// u of the paths given (GAP is linear, so the pooled sum of all paths is GAP(u)); zeros for none.
+    public func pooled(_ x: Tensor, paths: [Int]) -> Tensor {
+        let parts = paths.map { globalAvgPool(norms[$0].forward(convs[$0](x), relu: true)) }
+        return parts.dropFirst().reduce(parts.first ?? Tensor(zeros: [x.shape[0], fc.weight.value.shape[1]]), +)
+    }
+
+    /// α [B, N, K] from the pooled u: for each branch its weight per sample and output channel (softmax over the
+    /// branches).
+    public func weights(_ pooled: Tensor) -> Tensor {
+        let v = fc(pooled)
         return stack(branchFCs.map { $0(v) }).softmax(axis: 0)
     }
+
+    /// α [B, N, K] from the shared feature, every path computed here.
+    public func callAsFunction(_ x: Tensor) -> Tensor { weights(pooled(x, paths: Array(convs.indices))) }
 }
 
 /// What a branch output is judged against.
@@ -120,7 +135,7 @@ public final class OKDHP: DistillationMethod {
     /// `x` the FAU reads, and the target; also the ensemble (on every rank).
     public func objective(local: [Tensor], shared x: Tensor, target: AggregationTarget, epoch: Int, cohort: Cohort) throws
         -> (objective: Tensor, losses: [Float], terms: [String: Float], ensemble: Tensor) {
-        let ens = OKDHP.aggregate(fau(x), try cohort.gather(local))
+        let ens = OKDHP.aggregate(try weights(x, cohort: cohort), try cohort.gather(local))
         let ensTask = OKDHP.task(ens, target)
         var total = ensTask * (ensembleWeight * cohort.sharedScale), losses: [Float] = [], task: Float = 0, kl: Float = 0
         let w = kdWeight * rampUpWeight(epoch: epoch, length: rampUpEpochs)
@@ -144,6 +159,47 @@ public final class OKDHP: DistillationMethod {
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         let (h, features) = cohort.sharedStemFeatures(x)
         let logits = zip(cohort.models, features).map { $0.head($1) }
-        return Predictions(peers: logits, teacher: OKDHP.aggregate(fau(h), try cohort.gatherDetached(logits)))
+        return Predictions(peers: logits, teacher: OKDHP.aggregate(try weights(h, cohort: cohort), try cohort.gatherDetached(logits)))
+    }
+
+    /// The FAU's paths this rank computes (all of them on one rank): by cost, k² for the k×k convolution, the
+    /// largest first to the least loaded rank (lowest rank on ties); on 2 ranks the 7×7 path on one, the 3×3 and
+    /// 5×5 on the other.
+    func ownedPaths(_ cohort: Cohort) -> [Int] {
+        var load = [Int](repeating: 0, count: cohort.placement.ranks), owner = [Int](repeating: 0, count: fau.convs.count)
+        for k in fau.convs.indices.sorted(by: { fau.kernelSizes[$0] > fau.kernelSizes[$1] }) {
+            let r = load.indices.min { load[$0] < load[$1] || (load[$0] == load[$1] && $0 < $1) }!
+            owner[k] = r
+            load[r] += fau.kernelSizes[k] * fau.kernelSizes[k]
+        }
+        return fau.convs.indices.filter { owner[$0] == cohort.placement.rank }
+    }
+
+    /// α on every rank, each rank computing only its own convolution paths: their pooled sums meet in one
+    /// allreduce (differentiable in training, so each path's gradient returns to its owner and the replicated
+    /// gradient sum gives it to every rank). In training, the owners' batch-norm statistics then go to every rank.
+    func weights(_ x: Tensor, cohort: Cohort) throws -> Tensor {
+        guard cohort.placement.ranks > 1 else { return fau(x) }
+        let mine = ownedPaths(cohort), local = fau.pooled(x, paths: mine)
+        guard fau.isTraining else {
+            let total = local.detached().copy()
+            try cohort.comm.allReduce(total)
+            return fau.weights(total)
+        }
+        let total = try allReduceSum(local, on: cohort.comm)
+        // Each path's running statistics from its owner (the others contribute zeros).
+        let buffers = fau.norms.map { $0.namedBuffers().map { $0.1.value } }
+        let flat = Tensor(zeros: [buffers.joined().reduce(0) { $0 + $1.count }])
+        var offset = 0
+        for (k, list) in buffers.enumerated() {
+            for b in list {
+                if mine.contains(k) { (flat.data + offset).update(from: b.data, count: b.count) }
+                offset += b.count
+            }
+        }
+        try cohort.comm.allReduce(flat)
+        offset = 0
+        for b in buffers.joined() { b.data.update(from: flat.data + offset, count: b.count); offset += b.count }
+        return fau.weights(total)
     }
 }

@@ -97,3 +97,42 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     }
     return out
 }
+
+/// y[b] = A[b]·x[b] for A [B, M, K] and x [B, K]: a matrix-vector product per batch row ([B, M]), one sgemv
+/// each, without the [B, M, K] temporaries of the elementwise form (`batchedMatVecReference`). Backward:
+/// dx[b] += A[b]ᵀ·dy[b] (sgemv), dA[b] += dy[b]⊗x[b] (sger).
+public func batchedMatVec(_ a: Tensor, _ x: Tensor) -> Tensor {
+    precondition(a.rank == 3 && x.rank == 2 && a.shape[0] == x.shape[0] && a.shape[2] == x.shape[1],
+                 "batchedMatVec: needs A [B, M, K] and x [B, K], got \(a.shape) and \(x.shape)")
+    let (nb, m, k) = (a.shape[0], a.shape[1], a.shape[2])
+    let out = Tensor(uninitialized: [nb, m])
+    let ap = a.data, xp = x.data, yp = out.data
+    parallelRanges(nb, minPerWorker: 16) { _, r in
+        for b in r {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(k), 1, ap + b * m * k, Int32(k), xp + b * k, 1, 0, yp + b * m, 1)
+        }
+    }
+    out.record(inputs: [a, x]) { out in
+        let g = out.grad!.data
+        if x.requiresGrad {
+            let gx = x.gradBuffer()
+            parallelRanges(nb, minPerWorker: 16) { _, r in
+                for b in r {
+                    cblas_sgemv(CblasRowMajor, CblasTrans, Int32(m), Int32(k), 1, ap + b * m * k, Int32(k), g + b * m, 1, 1, gx + b * k, 1)
+                }
+            }
+        }
+        if a.requiresGrad {
+            let ga = a.gradBuffer()
+            parallelRanges(nb, minPerWorker: 16) { _, r in
+                for b in r { cblas_sger(CblasRowMajor, Int32(m), Int32(k), 1, g + b * m, 1, xp + b * k, 1, ga + b * m * k, Int32(k)) }
+            }
+        }
+    }
+    return out
+}
+
+/// `batchedMatVec` written with elementwise ops: the reference the fast one is tested against.
+public func batchedMatVecReference(_ a: Tensor, _ x: Tensor) -> Tensor {
+    (a * x.reshaped([x.shape[0], 1, x.shape[1]])).sum(axis: 2)
+}

@@ -159,7 +159,8 @@ struct SelfTestCollectives: ParsableCommand {
             r.objective.backward()
             var loss = [Double(r.objective.item)]
             try c.allReduce(&loss, op: .sum)
-            var shared = [x.grad!] + fau.namedParameters().map { $0.1.value.grad! }
+            // A rank has no gradient for the FAU paths another rank computes.
+            var shared = [x.grad!] + fau.namedParameters().map { $0.1.value.grad ?? Tensor(zeros: $0.1.value.shape) }
             shared = try shared.map { t in let u = t.copy(); try c.allReduce(u, op: .sum); return u }
             return (Float(loss[0]), Dictionary(uniqueKeysWithValues: zip(placement.localPeers, maps.map { $0.grad!.array })), shared.map(\.array))
         }

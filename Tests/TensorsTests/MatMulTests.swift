@@ -24,6 +24,28 @@ final class MatMulTests: XCTestCase {
         gradCheck([at, bt], eps: 1e-3, "Aᵀ·Bᵀ") { matmul($0[0], $0[1], transA: true, transB: true) }
     }
 
+    /// The sgemv kernel against its elementwise reference, values and both gradients, on 1 and 3 threads.
+    func testBatchedMatVecMatchesReference() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for threads in [1, 3] {
+            Threads.set(threads)
+            let a = randomTensor([37, 5, 7], seed: 11), x = randomTensor([37, 7], seed: 12), w = randomTensor([37, 5], seed: 13)
+            func run(_ f: (Tensor, Tensor) -> Tensor) -> (Tensor, Tensor, Tensor) {
+                let a2 = a.copy(), x2 = x.copy()
+                a2.requiresGrad = true; x2.requiresGrad = true
+                let y = f(a2, x2)
+                (y * w).sum().backward()
+                return (y, a2.grad!, x2.grad!)
+            }
+            let fast = run(batchedMatVec), slow = run(batchedMatVecReference)
+            assertClose(fast.0, slow.0, rtol: 1e-5, atol: 1e-6, "values, \(threads) threads")
+            assertClose(fast.1, slow.1, rtol: 1e-5, atol: 1e-6, "dA, \(threads) threads")
+            assertClose(fast.2, slow.2, rtol: 1e-5, atol: 1e-6, "dx, \(threads) threads")
+        }
+        gradCheck([randomTensor([3, 4, 5], seed: 14), randomTensor([3, 5], seed: 15)], eps: 1e-3, "A[b]·x[b]") { batchedMatVec($0[0], $0[1]) }
+    }
+
     func testLargeMatmulSplitsRowsAcrossThreads() {
         let saved = Threads.count
         defer { Threads.set(saved) }
