@@ -15,8 +15,15 @@ func readFile(_ path: String, expected: String) throws -> [UInt8] {
     return [UInt8](data)
 }
 
+/// The largest image side a dataset file may declare.
+let maxImageSide = 4096
+
+/// Decompressed gzip data beyond this is refused (a dataset file here is tens of MB; a crafted one could expand
+/// without end).
+public let maxDecompressedBytes = 1 << 31
+
 /// Decompresses gzip data (zlib, with the gzip header), failing with the file named.
-func gunzip(_ bytes: [UInt8], path: String) throws -> [UInt8] {
+public func gunzip(_ bytes: [UInt8], path: String, limit: Int = maxDecompressedBytes) throws -> [UInt8] {
     var stream = z_stream()
     guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
         throw DatasetError.badGzip(path: path, reason: "zlib could not start")
@@ -39,6 +46,9 @@ func gunzip(_ bytes: [UInt8], path: String) throws -> [UInt8] {
                     throw DatasetError.badGzip(path: path, reason: message)
                 }
                 out.append(contentsOf: buf[0..<(buf.count - Int(stream.avail_out))])
+                guard out.count <= limit else {
+                    throw DatasetError.badGzip(path: path, reason: "it expands to more than \(limit) bytes")
+                }
             }
             if status != Z_STREAM_END && stream.avail_in == 0 && stream.avail_out != 0 {
                 throw DatasetError.badGzip(path: path, reason: "data ends before the end of the compressed stream (truncated)")
@@ -65,7 +75,16 @@ func readIDX(_ path: String, dimensions kind: Int) throws -> (dims: [Int], paylo
     let expectedMagic = UInt32(0x0000_0800) | UInt32(kind)  // unsigned bytes, `kind` dimensions
     guard u32(0) == expectedMagic else { throw DatasetError.badMagic(path: path, found: u32(0), expected: expectedMagic) }
     let dims = (0..<kind).map { Int(u32(4 + 4 * $0)) }
-    let payload = dims.reduce(1, *)
+    // The declared size, checked against the file before anything is allocated (the product may overflow).
+    var payload = 1
+    for d in dims {
+        let (p, overflow) = payload.multipliedReportingOverflow(by: d)
+        guard !overflow, p <= bytes.count else {
+            throw DatasetError.badSize(path: path, size: bytes.count,
+                                       expected: "\(header) header bytes + \(dims.map(String.init).joined(separator: "×")) bytes as its header declares")
+        }
+        payload = p
+    }
     guard bytes.count == header + payload else {
         throw DatasetError.badSize(path: path, size: bytes.count,
                                    expected: "\(header + payload) (header + \(dims.map(String.init).joined(separator: "×")) bytes)")
@@ -77,6 +96,9 @@ func readIDX(_ path: String, dimensions kind: Int) throws -> (dims: [Int], paylo
 func loadIDX(images: String, labels: String, classes: Int) throws -> ImageStore {
     let (idims, ipix) = try readIDX(images, dimensions: 3)
     let (ldims, lbytes) = try readIDX(labels, dimensions: 1)
+    guard idims[1] > 0, idims[2] > 0, idims[1] <= maxImageSide, idims[2] <= maxImageSide else {
+        throw DatasetError.mismatch("'\(images)' declares \(idims[1])×\(idims[2]) images; expected each side in 1...\(maxImageSide)")
+    }
     guard idims[0] == ldims[0] else {
         throw DatasetError.mismatch("'\(images)' holds \(idims[0]) images but '\(labels)' holds \(ldims[0]) labels")
     }

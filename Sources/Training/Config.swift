@@ -148,9 +148,13 @@ public struct TrainConfig: Equatable {
     /// Parses YAML text; `source` names the file in errors. `overrides` are `key.path=value` pairs applied first.
     public static func parse(_ text: String, source: String, overrides: [String] = []) throws -> TrainConfig {
         let loaded: Any?
+        try checkShape(text, source: source)
         do { loaded = try Yams.load(yaml: text) } catch { throw ConfigError("\(source): not valid YAML: \(error)") }
         guard var root = (loaded ?? [String: Any]()) as? [String: Any] else {
             throw ConfigError("\(source): the top level must be a mapping of keys to values")
+        }
+        if root.isEmpty && overrides.isEmpty {
+            throw ConfigError("\(source): the config has no keys; give at least models and method.name (configs/ has documented examples)")
         }
         for o in overrides { try applyOverride(o, to: &root) }
         let r = Reader(source: source)
@@ -187,8 +191,65 @@ public struct TrainConfig: Equatable {
         return c
     }
 
+    /// Limits a config must keep before it is parsed, so that a hostile file ends with an error, in bounded time
+    /// and memory: its size, the nesting of brackets and indentation, and the number of values once YAML aliases
+    /// are expanded (a "billion laughs" file).
+    static let maxBytes = 1 << 20, maxFlowDepth = 64, maxIndent = 512, maxNodes = 100_000
+
+    static func checkShape(_ text: String, source: String) throws {
+        let bytes = Array(text.utf8)
+        guard bytes.count <= maxBytes else {
+            throw ConfigError("\(source): \(bytes.count) bytes; a config is at most \(maxBytes) bytes")
+        }
+        // Flow nesting ([ and { outside quotes and comments) and indentation, line by line.
+        var depth = 0, quote: UInt8?, comment = false, atLineStart = true, indent = 0, previous: UInt8 = 10, line = 1
+        for b in bytes {
+            if b == 10 { comment = false; atLineStart = true; indent = 0; line += 1; previous = b; continue }
+            if atLineStart {
+                if b == 32 {
+                    indent += 1
+                    guard indent <= maxIndent else { throw ConfigError("\(source) line \(line): indented more than \(maxIndent) spaces") }
+                    previous = b; continue
+                }
+                atLineStart = false
+            }
+            if comment { previous = b; continue }
+            if let q = quote {
+                if b == q && !(q == 34 && previous == 92) { quote = nil }
+            } else if b == 34 || b == 39 {
+                quote = b
+            } else if b == 35 && (previous == 32 || previous == 9 || previous == 10) {
+                comment = true
+            } else if b == 91 || b == 123 {
+                depth += 1
+                guard depth <= maxFlowDepth else { throw ConfigError("\(source) line \(line): brackets nested more than \(maxFlowDepth) deep") }
+            } else if b == 93 || b == 125 {
+                depth = max(0, depth - 1)
+            }
+            previous = b
+        }
+        // Values counted with every alias expanded, stopping at the limit.
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw ConfigError("\(source): not valid YAML: \(error)") }
+        var stack = node.map { [$0] } ?? [], count = 0
+        while let n = stack.popLast() {
+            count += 1
+            guard count <= maxNodes else {
+                throw ConfigError("\(source): more than \(maxNodes) values once its aliases are expanded; a config is far smaller")
+            }
+            switch n {
+            case .scalar: break
+            case let .sequence(s): stack.append(contentsOf: s)
+            case let .mapping(m): for (k, v) in m { stack.append(k); stack.append(v) }
+            }
+        }
+    }
+
     /// Reads and parses a config file.
     public static func load(_ path: String, overrides: [String] = []) throws -> TrainConfig {
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > maxBytes {
+            throw ConfigError("\(path): \(size) bytes; a config is at most \(maxBytes) bytes")
+        }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(FileManager.default.fileExists(atPath: path) ? "\(path): cannot read the file as UTF-8 text" : "\(path): no such config file")
         }

@@ -72,6 +72,9 @@ public struct RunDirectory {
     }
 
     public func readState() throws -> CheckpointState {
+        if let size = (try? FileManager.default.attributesOfItem(atPath: state))?[.size] as? Int, size > 4096 {
+            throw ConfigError("cannot resume: \(state) has \(size) bytes; a checkpoint's state.json is one short line")
+        }
         guard let data = FileManager.default.contents(atPath: state), let s = try? JSONDecoder().decode(CheckpointState.self, from: data) else {
             throw ConfigError("cannot resume: \(state) is missing or unreadable (no complete checkpoint in \(path))")
         }

@@ -143,6 +143,11 @@ final class DatasetErrorTests: XCTestCase {
             ("truncated", Array(good.dropLast(3)), goodLabels, ["21 bytes", "expected 24"]),
             ("count mismatch", good, idxBytes(magic: 0x801, dims: [3], payload: [1, 2, 3]), ["holds 2 images", "3 labels"]),
             ("label range", good, idxBytes(magic: 0x801, dims: [2], payload: [1, 12]), ["label 12", "0..<10"]),
+            // Declared sizes whose product overflows, or images with no pixels: errors, not a trap or an allocation.
+            ("huge dimensions", idxBytes(magic: 0x803, dims: [0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF], payload: [1, 2, 3]), goodLabels,
+             ["train-images-idx3-ubyte", "4294967295×4294967295×4294967295 bytes as its header declares"]),
+            ("huge labels", good, idxBytes(magic: 0x801, dims: [0xFFFF_FFFF], payload: [1]), ["train-labels-idx1-ubyte", "as its header declares"]),
+            ("empty images", idxBytes(magic: 0x803, dims: [2, 0, 7], payload: []), goodLabels, ["declares 0×7 images", "1...4096"]),
         ]
         for (name, images, labels, needles) in cases {
             let dir = TempDir()
@@ -167,6 +172,18 @@ final class DatasetErrorTests: XCTestCase {
         dir2.write("train-labels-idx1-ubyte", idxBytes(magic: 0x801, dims: [50], payload: [UInt8](repeating: 0, count: 50)))
         let m2 = message { _ = try DatasetCatalog.load("fashion-mnist", path: dir2.path, split: .train) }
         XCTAssertTrue(m2.contains("truncated") || m2.contains("gzip"), m2)
+    }
+
+    /// A gzip stream that expands beyond the limit stops there with an error naming the file.
+    func testGzipExpansionIsBounded() throws {
+        let dir = TempDir()
+        dir.write("big", [UInt8](repeating: 0, count: 50_000))
+        dir.gzip("big")
+        let bytes = [UInt8](FileManager.default.contents(atPath: dir.path + "/big.gz")!)
+        XCTAssertEqual(try gunzip(bytes, path: "big.gz").count, 50_000)
+        XCTAssertThrowsError(try gunzip(bytes, path: "big.gz", limit: 10_000)) { e in
+            XCTAssertTrue("\(e)".contains("big.gz") && "\(e)".contains("more than 10000 bytes"), "\(e)")
+        }
     }
 
     func testSubsetTooLarge() throws {

@@ -212,6 +212,38 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(object?["teacher"] as? String, "a \"quoted\" name")
     }
 
+    /// Hostile configs end with an error naming the file, in bounded time and memory.
+    func testHostileConfigsAreRefused() throws {
+        func refusal(_ text: String) -> String {
+            do { _ = try TrainConfig.parse(text, source: "hostile.yaml"); return "accepted" } catch { return "\(error)" }
+        }
+        // A "billion laughs": 10⁹ values once the aliases are expanded.
+        var laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].enumerated() {
+            let prev = i == 0 ? "a" : ["b", "c", "d", "e", "f", "g", "h"][i - 1]
+            laughs += "\(name): &\(name) [" + Array(repeating: "*\(prev)", count: 10).joined(separator: ", ") + "]\n"
+        }
+        let start = Date()
+        XCTAssertTrue(refusal(laughs).contains("hostile.yaml: more than 100000 values once its aliases are expanded"), refusal(laughs))
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30, "bounded time")
+        XCTAssertTrue(refusal("models: " + String(repeating: "[", count: 100_000)).contains("hostile.yaml line 1: brackets nested more than 64 deep"))
+        let stairs = (0..<600).map { String(repeating: " ", count: $0) + "k\($0):" }.joined(separator: "\n")
+        XCTAssertTrue(refusal(stairs).contains("indented more than 512 spaces"), refusal(stairs))
+        XCTAssertTrue(refusal("# " + String(repeating: "x", count: 1 << 20)).contains("a config is at most 1048576 bytes"))
+        XCTAssertTrue(refusal("").contains("hostile.yaml: the config has no keys"))
+        XCTAssertTrue(refusal("# only a comment\n").contains("the config has no keys"))
+        // A checkpoint's state.json: too large, or not the expected object.
+        let run = RunDirectory(NSTemporaryDirectory() + "distill-state-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(atPath: run.path) }
+        try FileManager.default.createDirectory(atPath: run.checkpoints, withIntermediateDirectories: true)
+        for (content, needle) in [(String(repeating: " ", count: 5000), "has 5000 bytes"), ("{\"epoch\": [", "missing or unreadable")] {
+            try Data(content.utf8).write(to: URL(fileURLWithPath: run.state))
+            XCTAssertThrowsError(try run.readState()) { XCTAssertTrue("\($0)".contains(run.state) && "\($0)".contains(needle), "\($0)") }
+        }
+        // Brackets and '#' inside quotes and comments do not count.
+        XCTAssertEqual(refusal("output: \"runs/[[[[#x\"   # ]]]] [[[\nepochs: 2\n"), "accepted")
+    }
+
     func testCommandLineExitCodes() throws {
         try requirePrerequisites(.binary)
         let missing = runProcess(distillBinary, ["train", "/nonexistent.yaml"])
@@ -226,6 +258,10 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(bad.output.contains("unknown key 'learning_rate'"), bad.output)
         let method = runProcess(distillBinary, ["train", dir + "/bad.yaml", "--set", "learning_rate=1"])
         XCTAssertEqual(method.status, 2)
+        _ = FileManager.default.createFile(atPath: dir + "/empty.yaml", contents: Data())
+        let empty = runProcess(distillBinary, ["train", dir + "/empty.yaml"])
+        XCTAssertEqual(empty.status, 2)
+        XCTAssertTrue(empty.output.contains("empty.yaml: the config has no keys"), empty.output)
         let usage = runProcess(distillBinary, ["train"])
         XCTAssertNotEqual(usage.status, 0)
     }
