@@ -162,17 +162,17 @@ public final class OKDHP: DistillationMethod {
         return Predictions(peers: logits, teacher: OKDHP.aggregate(try weights(h, cohort: cohort), try cohort.gatherDetached(logits)))
     }
 
-    /// The FAU's paths this rank computes (all of them on one rank): by cost, k² for the k×k convolution, the
+    /// The rank that computes each of the FAU's paths (all of them on one rank): by cost, k² for the k×k convolution, the
     /// largest first to the least loaded rank (lowest rank on ties); on 2 ranks the 7×7 path on one, the 3×3 and
     /// 5×5 on the other.
-    func ownedPaths(_ cohort: Cohort) -> [Int] {
-        var load = [Int](repeating: 0, count: cohort.placement.ranks), owner = [Int](repeating: 0, count: fau.convs.count)
+    func pathOwners(ranks: Int) -> [Int] {
+        var load = [Int](repeating: 0, count: ranks), owner = [Int](repeating: 0, count: fau.convs.count)
         for k in fau.convs.indices.sorted(by: { fau.kernelSizes[$0] > fau.kernelSizes[$1] }) {
             let r = load.indices.min { load[$0] < load[$1] || (load[$0] == load[$1] && $0 < $1) }!
             owner[k] = r
             load[r] += fau.kernelSizes[k] * fau.kernelSizes[k]
         }
-        return fau.convs.indices.filter { owner[$0] == cohort.placement.rank }
+        return owner
     }
 
     /// α on every rank, each rank computing only its own convolution paths: their pooled sums meet in one
@@ -180,26 +180,19 @@ public final class OKDHP: DistillationMethod {
     /// gradient sum gives it to every rank). In training, the owners' batch-norm statistics then go to every rank.
     func weights(_ x: Tensor, cohort: Cohort) throws -> Tensor {
         guard cohort.placement.ranks > 1 else { return fau(x) }
-        let mine = ownedPaths(cohort), local = fau.pooled(x, paths: mine)
+        let owners = pathOwners(ranks: cohort.placement.ranks)
+        let local = fau.pooled(x, paths: fau.convs.indices.filter { owners[$0] == cohort.placement.rank })
         guard fau.isTraining else {
             let total = local.detached().copy()
             try cohort.comm.allReduce(total)
             return fau.weights(total)
         }
         let total = try allReduceSum(local, on: cohort.comm)
-        // Each path's running statistics from its owner (the others contribute zeros).
-        let buffers = fau.norms.map { $0.namedBuffers().map { $0.1.value } }
-        let flat = Tensor(zeros: [buffers.joined().reduce(0) { $0 + $1.count }])
-        var offset = 0
-        for (k, list) in buffers.enumerated() {
-            for b in list {
-                if mine.contains(k) { (flat.data + offset).update(from: b.data, count: b.count) }
-                offset += b.count
-            }
+        // Each path's running statistics from its owner.
+        for r in Set(owners).sorted() {
+            let buffers = fau.convs.indices.filter { owners[$0] == r }.flatMap { fau.norms[$0].namedBuffers().map { $0.1.value } }
+            try broadcastValues(buffers, on: cohort.comm, root: r)
         }
-        try cohort.comm.allReduce(flat)
-        offset = 0
-        for b in buffers.joined() { b.data.update(from: flat.data + offset, count: b.count); offset += b.count }
         return fau.weights(total)
     }
 }

@@ -147,9 +147,7 @@ public struct TrainConfig: Equatable {
 
     /// Parses YAML text; `source` names the file in errors. `overrides` are `key.path=value` pairs applied first.
     public static func parse(_ text: String, source: String, overrides: [String] = []) throws -> TrainConfig {
-        let loaded: Any?
-        try checkShape(text, source: source)
-        do { loaded = try Yams.load(yaml: text) } catch { throw ConfigError("\(source): not valid YAML: \(error)") }
+        let loaded = try checkShape(text, source: source)?.any
         guard var root = (loaded ?? [String: Any]()) as? [String: Any] else {
             throw ConfigError("\(source): the top level must be a mapping of keys to values")
         }
@@ -196,7 +194,8 @@ public struct TrainConfig: Equatable {
     /// are expanded (a "billion laughs" file).
     static let maxBytes = 1 << 20, maxFlowDepth = 64, maxIndent = 512, maxNodes = 100_000
 
-    static func checkShape(_ text: String, source: String) throws {
+    /// The config's YAML, composed once its size, nesting and expanded size are within the limits.
+    static func checkShape(_ text: String, source: String) throws -> Node? {
         let bytes = Array(text.utf8)
         guard bytes.count <= maxBytes else {
             throw ConfigError("\(source): \(bytes.count) bytes; a config is at most \(maxBytes) bytes")
@@ -243,6 +242,7 @@ public struct TrainConfig: Equatable {
             case let .mapping(m): for (k, v) in m { stack.append(k); stack.append(v) }
             }
         }
+        return node
     }
 
     /// Reads and parses a config file.

@@ -130,8 +130,9 @@ public final class Trainer {
             }
         }
         let total = Double(max(seen * x.replicas, 1))
-        metrics.seconds = Date().timeIntervalSince(start)
-        metrics.imagesPerSecond = Double(seen * x.replicas) / metrics.seconds!
+        let seconds = Date().timeIntervalSince(start)
+        metrics.seconds = seconds
+        metrics.imagesPerSecond = Double(seen * x.replicas) / seconds
         if config.tensorboard {
             try x.world.allReduce(&stepRows, op: .sum)
             let r = Double(x.replicas)

@@ -153,13 +153,14 @@ struct Report: ParsableCommand {
         func key(_ c: TrainConfig) -> String { var c = c; c.seed = 0; c.output = ""; return c.yaml }
         var groups: [Group] = [], keys: [String] = []
         for r in all {
-            if let i = keys.firstIndex(of: key(r.config)) {
+            let k = key(r.config)
+            if let i = keys.firstIndex(of: k) {
                 guard groups[i].names == r.series.map(\.name) else {
                     throw fail("\(r.dir) reports \(r.series.map(\.name).joined(separator: ", ")), \(groups[i].runs[0].dir) of the same experiment \(groups[i].names.joined(separator: ", ")) (unfinished runs?)")
                 }
                 groups[i].runs.append(r)
             } else {
-                keys.append(key(r.config)); groups.append(Group(label: r.config.method, runs: [r]))
+                keys.append(k); groups.append(Group(label: r.config.method, runs: [r]))
             }
         }
         // Groups of one method are told apart by their method keys and models, else by their first run's directory.
@@ -179,13 +180,10 @@ struct Report: ParsableCommand {
         return groups
     }
 
+    /// A method key's value in a group label: whole numbers without a decimal point ("temperature=3").
     func describe(_ v: OptionValue) -> String {
-        switch v {
-        case let .int(i): return "\(i)"
-        case let .number(x): return x == x.rounded() && abs(x) < 1e9 ? "\(Int(x))" : "\(x)"
-        case let .string(s): return s
-        case let .bool(b): return "\(b)"
-        }
+        if case let .number(x) = v, x == x.rounded(), abs(x) < 1e9 { return "\(Int(x))" }
+        return v.description
     }
 
     func summarise(_ g: Group) -> GroupOutput {
