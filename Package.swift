@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "Tensors", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Distillation", "Models", "Layers", "Datasets",
                                                           "TensorFiles", "Tensors", "TestSupport", "Yams"]),
-        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Layers", "Collectives", "Tensors",
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Layers", "Collectives", "Tensors", "TensorFiles",
                                                               "TestSupport"]),
     ]
 )

@@ -21,58 +21,6 @@ import Layers
 import Models
 import Tensors
 
-/// One branch's memory bank: a unit row per training image ("memory", a buffer saved with the branch).
-public final class MemoryBank: Module {
-    public let memory: Parameter
-    public var isTraining = true
-    public init(rows: Int, dim: Int, generator g: inout Generator) {
-        let s = 1 / (Float(dim) / 3).squareRoot()
-        memory = Parameter(Tensor.uniform([rows, dim], low: -s, high: s, generator: &g), trainable: false)
-    }
-    public var ownTensors: [(String, Parameter)] { [("memory", memory)] }
-
-    /// Rows `idx` [N·(K+1)] as a constant [N, K+1, D] tensor.
-    func rows(_ idx: [Int], samples n: Int) -> Tensor {
-        let d = memory.value.shape[1], out = Tensor(uninitialized: [n, idx.count / n, d])
-        for (r, i) in idx.enumerated() { (out.data + r * d).update(from: memory.value.data + i * d, count: d) }
-        return out
-    }
-
-    /// M[t] ← normalize(m·M[t] + (1 − m)·e) for each item t and its embedding row.
-    func update(items: [Int], embeddings e: Tensor, momentum m: Float) {
-        let d = memory.value.shape[1]
-        for (b, t) in items.enumerated() {
-            let row = memory.value.data + t * d, src = e.data + b * d
-            var norm: Float = 0
-            for c in 0..<d { row[c] = m * row[c] + (1 - m) * src[c]; norm += row[c] * row[c] }
-            let inv = 1 / norm.squareRoot()
-            for c in 0..<d { row[c] *= inv }
-        }
-    }
-}
-
-/// The embedding head: a linear map of the pooled final features, L2-normalised (state-dict name "linear").
-public final class EmbeddingHead: Module {
-    public let linear: Linear
-    public var isTraining = true
-    public init(_ inFeatures: Int, _ dim: Int, generator g: inout Generator) { linear = Linear(inFeatures, dim, generator: &g) }
-    public var children: [(String, Module)] { [("linear", linear)] }
-    public func callAsFunction(_ pooled: Tensor) -> Tensor { linear(pooled).l2Normalized(axis: 1) }
-}
-
-/// The contrastive term ℓ_ij of one ordered pair from its scores s = ⟨M_i[idx], e_j⟩/τ [N, K+1] (column 0 the
-/// positive), for a training set of `dataCount` images. Z is recomputed from these scores and detached.
-public func memoryContrastLoss(_ scores: Tensor, dataCount: Int) -> Tensor {
-    let n = scores.shape[0], k = scores.shape[1] - 1
-    let s = scores.exp()
-    let p = s / (s.mean().detached() * Float(dataCount))
-    let c = Float(k) / Float(dataCount)
-    let pos = p.slice(axis: 1, 0..<1), neg = p.slice(axis: 1, 1..<(k + 1))
-    let logD1 = (pos / (pos + (c + 1e-7))).log()
-    let logD0 = ((neg + (c + 1e-7)).log() * -1) + Foundation.log(c)
-    return (logD1.sum() + logD0.sum()) * (-1 / Float(n))
-}
-
 public final class MCL: DistillationMethod {
     public static let spec = MethodSpec(
         name: "mcl", summary: "Yang et al. 2021: branches on a conv1..layer1 stem, contrastive learning between every pair of branches' embeddings and memory banks",
@@ -104,8 +52,7 @@ public final class MCL: DistillationMethod {
     public let temperature: Float, negatives: Int, tau: Float, momentum: Float, contrastWeight: Float, kdWeight: Float
     let heads: [EmbeddingHead], banks: [MemoryBank]
     let seed: UInt64, dataCount: Int
-    /// Training positions grouped by class (`byClass[classStart[c]..<classStart[c + 1]]` are class c's).
-    let byClass: [Int], classStart: [Int]
+    let negativesPool: ClassNegatives
     /// The last step's items and local embeddings, for the bank update after the optimiser step.
     private var pending: (items: [Int], embeddings: [Tensor])?
 
@@ -117,13 +64,7 @@ public final class MCL: DistillationMethod {
         self.temperature = temperature; self.negatives = negatives; self.tau = tau; self.momentum = momentum
         self.contrastWeight = contrastWeight; self.kdWeight = kdWeight
         dataCount = trainLabels.count
-        var counts = [Int](repeating: 0, count: classes + 1)
-        for y in trainLabels { counts[y + 1] += 1 }
-        for c in 0..<classes { counts[c + 1] += counts[c] }
-        classStart = counts
-        var fill = counts, order = [Int](repeating: 0, count: trainLabels.count)
-        for (t, y) in trainLabels.enumerated() { order[fill[y]] = t; fill[y] += 1 }
-        byClass = order
+        negativesPool = ClassNegatives(trainLabels: trainLabels, classes: classes)
     }
 
     public var sharesStem: Bool { true }
@@ -141,16 +82,8 @@ public final class MCL: DistillationMethod {
         idx.reserveCapacity(items.count * (negatives + 1))
         for (b, (t, y)) in zip(items, labels).enumerated() {
             var g = Generator(seed: seed, stream: [0x6E65_6773, UInt64(epoch), UInt64(step), UInt64(b)])  // "negs"
-            let own = classStart[y + 1] - classStart[y], pool = dataCount - own
-            precondition(pool > 0, "mcl: every training image has class \(y), so there are no negatives")
             idx.append(t)
-            func draw() -> Int { let r = g.int(below: pool); return byClass[r < classStart[y] ? r : r + own] }
-            if negatives > pool {
-                for _ in 0..<negatives { idx.append(draw()) }
-            } else {
-                var seen = Set<Int>()
-                while seen.count < negatives { let item = draw(); if seen.insert(item).inserted { idx.append(item) } }
-            }
+            negativesPool.draw(negatives, otherThan: y, into: &idx, generator: &g)
         }
         return idx
     }

@@ -20,10 +20,13 @@ public final class Cohort {
     public let models: [Classifier]
     /// The stem the peers share, or nil when each runs its own.
     public let stem: SharedStem?
+    /// With one model trained data-parallel, the ranks that share each batch (this rank holds one shard of it);
+    /// nil otherwise. A term that compares samples across the batch reads the other shards through it.
+    public let replicaComm: Communicator?
 
-    public init(placement: PeerPlacement, comm: Communicator, models: [Classifier], stem: SharedStem?) {
+    public init(placement: PeerPlacement, comm: Communicator, models: [Classifier], stem: SharedStem?, replicaComm: Communicator? = nil) {
         precondition(models.count == placement.localPeers.count, "Cohort: \(models.count) models for \(placement.localPeers.count) local peers")
-        self.placement = placement; self.comm = comm; self.models = models; self.stem = stem
+        self.placement = placement; self.comm = comm; self.models = models; self.stem = stem; self.replicaComm = replicaComm
     }
 
     public var peers: Int { placement.peers }

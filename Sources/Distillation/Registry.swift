@@ -109,11 +109,13 @@ public struct MethodContext {
     public let options: MethodOptions
     /// The label of every training image, by position (what `StepInput.indices` index); empty when unlabeled.
     public let trainLabels: [Int]
+    /// The training images' height and width (for the shapes of feature taps).
+    public let imageSize: (height: Int, width: Int)
 
     public init(models: [String], placement: PeerPlacement, classes: Int, inChannels: Int, seed: UInt64, options: MethodOptions,
-                trainLabels: [Int] = []) {
+                trainLabels: [Int] = [], imageSize: (height: Int, width: Int) = (32, 32)) {
         self.models = models; self.placement = placement; self.classes = classes; self.inChannels = inChannels
-        self.seed = seed; self.options = options; self.trainLabels = trainLabels
+        self.seed = seed; self.options = options; self.trainLabels = trainLabels; self.imageSize = imageSize
     }
 
     public var peers: Int { models.count }
@@ -204,6 +206,12 @@ public enum MethodRegistry {
         MCL.spec,
         OEC.spec,
         OKDHP.spec,
+        FitNets.spec,
+        AT.spec,
+        CRD.spec,
+        DKD.spec,
+        MSDCRD.spec,
+        Avatar.spec,
     ]
 
     public static var names: [String] { all.map(\.name) }

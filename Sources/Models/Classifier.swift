@@ -26,6 +26,12 @@ public protocol Classifier: Module {
     var branchStageChannels: [Int] { get }
     /// Moves the stem's end to after stage `stage` (0: the input convolution only); a model that cannot throws.
     func setStemEnd(_ stage: Int) throws
+    /// The feature taps of a full forward pass, the tensors the network computes anyway (nothing is copied): tap 0
+    /// is the input block's output, taps 1… each stage's output, and the last tap is the final feature map `head`
+    /// pools. Feature distillation names taps by these indices (RepDistiller's and mdistiller's `feats` order).
+    func taps(_ x: Tensor) -> [Tensor]
+    /// Channels of each tap.
+    var tapChannels: [Int] { get }
 }
 
 extension Classifier {
@@ -33,6 +39,16 @@ extension Classifier {
     public func branchStages(_ h: Tensor) -> [Tensor] { [branch(h)] }
     public var branchStageChannels: [Int] { [featureChannels] }
     public func setStemEnd(_ stage: Int) throws { throw ModelError.badStemEnd(model: String(describing: type(of: self)), stage: stage, allowed: nil) }
+    public func taps(_ x: Tensor) -> [Tensor] { [features(x)] }
+    public var tapChannels: [Int] { [featureChannels] }
+    /// The shape [H, W, C] of each tap for `height`×`width` images (one image forwarded without the tape, in
+    /// evaluation mode so no statistics move).
+    public func tapShapes(height: Int, width: Int, channels: Int) -> [[Int]] {
+        let was = isTraining
+        eval()
+        defer { if was { train() } }
+        return withoutGradients { taps(Tensor(zeros: [1, height, width, channels])).map { Array($0.shape.dropFirst()) } }
+    }
     /// Logits for a channels-last batch [N, H, W, C].
     public func callAsFunction(_ x: Tensor) -> Tensor { head(branch(stem(x))) }
     /// Final feature map for a batch.

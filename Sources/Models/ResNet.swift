@@ -140,4 +140,10 @@ public final class CIFARResNet: Classifier {
         return stages.dropFirst(stemEnd).map { x = $0(x); return x }
     }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
+    /// relu(bn1(conv1(x))), layer1, layer2, layer3 (each after its last block's ReLU).
+    public func taps(_ x: Tensor) -> [Tensor] {
+        var h = bn1.forward(conv1(x), relu: true)
+        return [h] + stages.map { h = $0(h); return h }
+    }
+    public var tapChannels: [Int] { channels }
 }

@@ -104,4 +104,12 @@ public final class WideResNet: Classifier {
         return out
     }
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
+    /// conv1, block1, block2, relu(bn1(block3)) (mdistiller's WRN feats).
+    public func taps(_ x: Tensor) -> [Tensor] {
+        var h = conv1(x)
+        var out = [h] + blocks.map { h = $0(h); return h }
+        out[3] = bn1.forward(out[3], relu: true)
+        return out
+    }
+    public var tapChannels: [Int] { channels }
 }

@@ -136,3 +136,46 @@ public func batchedMatVec(_ a: Tensor, _ x: Tensor) -> Tensor {
 public func batchedMatVecReference(_ a: Tensor, _ x: Tensor) -> Tensor {
     (a * x.reshaped([x.shape[0], 1, x.shape[1]])).sum(axis: 2)
 }
+
+/// y[b, j] = ⟨table[rows[b·K + j]], x[b]⟩ for a constant table [T, D], K = rows.count / B row indices per batch
+/// row and x [B, D]: the scores of a memory bank's rows without gathering them into a [B, K, D] tensor (CRD reads
+/// 16,385 rows per sample). Backward (x only; the table is a buffer): dx[b] += Σ_j dy[b, j]·table[rows[b·K + j]].
+public func indexedMatVec(table: Tensor, rows: [Int], _ x: Tensor) -> Tensor {
+    precondition(table.rank == 2 && x.rank == 2 && table.shape[1] == x.shape[1] && x.shape[0] > 0 && rows.count % x.shape[0] == 0,
+                 "indexedMatVec: needs table [T, D], x [B, D] and B·K row indices, got \(table.shape), \(x.shape), \(rows.count)")
+    let nb = x.shape[0], d = x.shape[1], k = rows.count / nb, t = table.shape[0]
+    precondition(rows.allSatisfy { $0 >= 0 && $0 < t }, "indexedMatVec: a row index is outside the table's \(t) rows")
+    let out = Tensor(uninitialized: [nb, k])
+    let tp = table.data, xp = x.data, yp = out.data
+    rows.withUnsafeBufferPointer { idx in
+        let ip = idx.baseAddress!
+        parallelRanges(nb, minPerWorker: 4) { _, r in
+            for b in r {
+                let xb = xp + b * d, yb = yp + b * k, ib = ip + b * k
+                for j in 0..<k { yb[j] = cblas_sdot(Int32(d), tp + ib[j] * d, 1, xb, 1) }
+            }
+        }
+    }
+    out.record(inputs: [x]) { out in
+        guard x.requiresGrad else { return }
+        let g = out.grad!.data, gx = x.gradBuffer()
+        rows.withUnsafeBufferPointer { idx in
+            let ip = idx.baseAddress!
+            parallelRanges(nb, minPerWorker: 4) { _, r in
+                for b in r {
+                    let gb = g + b * k, ib = ip + b * k, gxb = gx + b * d
+                    for j in 0..<k { cblas_saxpy(Int32(d), gb[j], tp + ib[j] * d, 1, gxb, 1) }
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// `indexedMatVec` written with a gather and `batchedMatVecReference`: the reference the fast one is tested against.
+public func indexedMatVecReference(table: Tensor, rows: [Int], _ x: Tensor) -> Tensor {
+    let nb = x.shape[0], d = x.shape[1], k = rows.count / nb
+    let gathered = Tensor(uninitialized: [nb, k, d])
+    for (r, i) in rows.enumerated() { (gathered.data + r * d).update(from: table.data + i * d, count: d) }
+    return batchedMatVecReference(gathered, x)
+}

@@ -113,7 +113,7 @@ public final class Experiment {
         let trainLabels = trainSet.isLabeled ? (0..<trainSet.count).map { trainSet.label($0)! } : []
         let context = MethodContext(models: config.models, placement: placement, classes: trainSet.classes,
                                     inChannels: trainSet.channels, seed: config.seed, options: config.methodOptions,
-                                    trainLabels: trainLabels)
+                                    trainLabels: trainLabels, imageSize: (trainSet.height, trainSet.width))
         func build(_ peer: Int) throws -> Classifier {
             // Each peer's initial weights depend only on (seed, peer), not on where it runs.
             var g = Generator(seed: config.seed, stream: [0x696E_6974, UInt64(peer)])  // "init"
@@ -145,7 +145,7 @@ public final class Experiment {
             stem = SharedStem(models: models, comm: peerComm, perPeerViews: method.augmentsPerPeer,
                               peer0: localPeers[0] == 0 ? nil : all[0])
         }
-        cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem)
+        cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem, replicaComm: replicas > 1 ? world : nil)
         method.start(cohort: cohort)
         methodState = ModuleGroup(method.modules)
         var all: [RankParameter] = []

@@ -13,7 +13,7 @@ struct SelfTest: ParsableCommand {
         commandName: "selftest",
         abstract: "Distributed self-tests of the collectives (run under mpirun; used by the test suite).",
         shouldDisplay: false,
-        subcommands: [SelfTestCollectives.self, SelfTestFailure.self, SelfTestLoop.self])
+        subcommands: [SelfTestCollectives.self, SelfTestFeatureMethods.self, SelfTestFailure.self, SelfTestLoop.self])
 }
 
 /// Deterministic per-rank values: element i of rank r's buffer of `tag`.

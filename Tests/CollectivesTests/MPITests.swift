@@ -19,6 +19,16 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// Every offline feature method's step on R data-parallel ranks gives the one-process objective, gradient and
+    /// memory banks (Sources/distill/SelfTestFeatures.swift), R = 1, 2, 3, collectives fingerprinted.
+    func testFeatureMethodsMatchOneProcessOnOneToThreeRanks() {
+        for ranks in 1...3 {
+            let r = runProcess(mpirun, localMPIRun(ranks, ["selftest", "feature-methods", "--check-collectives"]), timeout: 300)
+            XCTAssertEqual(r.status, 0, "\(ranks) ranks:\n\(r.output)")
+            XCTAssertTrue(r.output.contains("selftest feature-methods: ok (\(ranks) rank"), r.output)
+        }
+    }
+
     func testCheckModePassesWhenRanksAgree() {
         let r = runProcess(mpirun, localMPIRun(3, ["selftest", "collectives", "--check-collectives"]), timeout: 120)
         XCTAssertEqual(r.status, 0, r.output)

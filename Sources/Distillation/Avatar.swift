@@ -1,0 +1,170 @@
+// Zhang, Chen, Xu, Zhou, Liu & Wen, ACM MM 2023, "Avatar Knowledge Distillation: Self-ensemble Teacher Paradigm
+// with Uncertainty" (Avatar KD).
+//
+// Each step perturbs the frozen teacher's final map into K avatars (K = 1 as in the official code), inverted
+// dropout p = 0.1:  A_k = F_t ⊙ m_k / (1 − p),  m_k ~ Bernoulli(1 − p) per element.
+// "Uncertainty" U standardises a map per channel without affine terms, with the batch's statistics over N·H·W
+// (BatchNorm2d(affine=False) in training mode, ε = 1e-5); it is applied to the student's aligned map and to each
+// avatar. The student's map is first aligned to the teacher's channels by a trainable 1×1 convolution (with bias)
+// when they differ. Base loss per avatar, `base`:
+//   cwd: channel-wise distillation, τ = 1:  ℓ_k = τ²/(N·C)·Σ_{n,c} KL(softmax_hw(U(A_k)/τ) ‖ softmax_hw(U(S)/τ));
+//   mgd: masked generative distillation, λ = 0.65: a random mask M ~ per-(n, h, w) Bernoulli(1 − λ), a generator
+//        G = conv3×3 → ReLU → conv3×3 (C → C, with biases, trained with the student),
+//        ℓ_k = Σ (G(U(S) ⊙ M) − U(A_k))² / N.
+// The avatars are weighted by an uncertainty factor from the variance of the avatar–teacher differences; the
+// paper gives no formula and the official code has none, so it is ours, inverse-variance weights normalised to
+// mean 1:  σ²_k = mean((A_k − F_t)²),  w_k = K·σ_k⁻² / Σ_j σ_j⁻²  (w = 1 for one avatar).
+//   L = w_ce·CE(y, z_s) + w_kd·T²·KL + β·Σ_k w_k·ℓ_k / K,   β by default the official weights: 7.5 (CWD), 2e-5 (MGD).
+// Followed for the avatar and U: Gumpest/AvatarKD@36b104f (detection only: `akd_cwd.py`, `akd_mgd.py`; there the
+// CWD variant normalises only the student, the MGD one both; we normalise both, as the paper describes).
+// Ours: classification on the final map; the weighting formula; the generator trains (the official config freezes
+// it with lr_mult 0).
+// Distributed (data-parallel): dropout and MGD masks come from streams keyed by (seed, step, item, avatar), so the
+// global batch gets the same masks at any number of ranks; U's statistics are the global batch's (a differentiable
+// allreduce of Σx and Σx² per channel), and σ²_k an allreduce: the one-process gradient exactly.
+import Collectives
+import Foundation
+import Layers
+import Models
+import Tensors
+
+/// (x − μ_c)/√(σ²_c + ε) for x [N, H, W, C], μ and the biased σ² per channel over every sample and position of
+/// the global batch (summed over `comm`'s ranks when given, differentiably).
+public func channelStandardize(_ x: Tensor, comm: Communicator?, eps: Float = 1e-5) throws -> Tensor {
+    let c = x.shape[3]
+    var moments = concat([x.sum(axes: [0, 1, 2]), x.square().sum(axes: [0, 1, 2])], axis: 0)
+    var count = [Double(x.count / c)]
+    if let comm {
+        moments = try allReduceSum(moments, on: comm)
+        try comm.allReduce(&count, op: .sum)
+    }
+    let m = 1 / Float(count[0])
+    let mean = moments.slice(axis: 0, 0..<c) * m, square = moments.slice(axis: 0, c..<(2 * c)) * m
+    let inv = (square - mean.square() + eps).pow(-0.5)
+    return (x - mean) * inv
+}
+
+/// A mask [N, H, W, C] (or [N, H, W, 1] with `perPixel`) of 0 with probability p, else `keep`: sample n's part from
+/// the stream (seed, tag, step, items[n], k).
+func keyedMask(shape: [Int], items: [Int], seed: UInt64, tag: UInt64, step: Int, k: Int, p: Float, keep: Float) -> Tensor {
+    let out = Tensor(uninitialized: shape), per = shape.dropFirst().reduce(1, *)
+    for (n, t) in items.enumerated() {
+        var g = Generator(seed: seed, stream: [tag, UInt64(step), UInt64(t), UInt64(k)])
+        let row = out.data + n * per
+        for i in 0..<per { row[i] = g.uniform() < p ? 0 : keep }
+    }
+    return out
+}
+
+/// MGD's generator ("generation.0", "generation.2"): conv3×3 → ReLU → conv3×3, C → C, with biases.
+public final class MGDGenerator: Module {
+    public let conv1: Conv2d, conv2: Conv2d
+    public var isTraining = true
+    public init(_ c: Int, generator g: inout Generator) {
+        conv1 = Conv2d(c, c, kernelSize: 3, padding: 1, bias: true, generator: &g)
+        conv2 = Conv2d(c, c, kernelSize: 3, padding: 1, bias: true, generator: &g)
+    }
+    public var children: [(String, Module)] { [("generation.0", conv1), ("generation.2", conv2)] }
+    public func callAsFunction(_ x: Tensor) -> Tensor { conv2(conv1(x).relu()) }
+}
+
+/// A student's Avatar modules: the 1×1 alignment (when channels differ) and the MGD generator (base mgd).
+public final class AvatarModules: Module {
+    public let align: Conv2d?, generator: MGDGenerator?
+    public var isTraining = true
+    public init(student: Int, teacher: Int, mgd: Bool, generator g: inout Generator) {
+        align = student == teacher ? nil : Conv2d(student, teacher, kernelSize: 1, bias: true, generator: &g)
+        generator = mgd ? MGDGenerator(teacher, generator: &g) : nil
+    }
+    public var children: [(String, Module)] {
+        (align.map { [("align", $0 as Module)] } ?? []) + (generator.map { [("mgd", $0 as Module)] } ?? [])
+    }
+}
+
+/// The settings of Avatar KD's feature term.
+public struct AvatarSettings {
+    public var avatars = 1, dropout: Float = 0.1, base = "cwd", tau: Float = 1, lambda: Float = 0.65, seed: UInt64 = 0
+    public init(avatars: Int = 1, dropout: Float = 0.1, base: String = "cwd", tau: Float = 1, lambda: Float = 0.65, seed: UInt64 = 0) {
+        self.avatars = avatars; self.dropout = dropout; self.base = base; self.tau = tau; self.lambda = lambda; self.seed = seed
+    }
+}
+
+/// Σ_k w_k·ℓ_k / K for the student's aligned map `s` (on the tape) and the teacher's map `t` [n, H, W, C] of the
+/// samples `items` (training positions) at global step `step`; statistics over `comm`'s global batch.
+public func avatarLoss(student s: Tensor, teacher t: Tensor, items: [Int], step: Int, settings o: AvatarSettings,
+                       generator gen: MGDGenerator?, comm: Communicator?) throws -> Tensor {
+    let n = s.shape[0], h = s.shape[1], w = s.shape[2], c = s.shape[3]
+    let us = try channelStandardize(s, comm: comm)
+    var losses: [Tensor] = [], precision: [Double] = []
+    for k in 0..<o.avatars {
+        let mask = keyedMask(shape: t.shape, items: items, seed: o.seed, tag: 0x6176_6174, step: step, k: k, p: o.dropout, keep: 1 / (1 - o.dropout))  // "avat"
+        let (ua, variance) = try withoutGradients { () -> (Tensor, Double) in
+            let a = t * mask
+            var v = [(0..<a.count).reduce(0.0) { let d = Double(a.data[$1] - t.data[$1]); return $0 + d * d }, Double(a.count)]
+            try comm?.allReduce(&v, op: .sum)
+            return (try channelStandardize(a, comm: comm), v[0] / v[1])
+        }
+        precision.append(1 / max(variance, 1e-12))
+        switch o.base {
+        case "mgd":
+            let m = keyedMask(shape: [n, h, w, 1], items: items, seed: o.seed, tag: 0x6D67_646D, step: step, k: k, p: o.lambda, keep: 1)  // "mgdm"
+            let d = gen!(us * m) - ua
+            losses.append(d.square().sum() * (1 / Float(n)))
+        default:
+            let rows = { (x: Tensor) in x.reshaped([n, h * w, c]).permuted([0, 2, 1]).reshaped([n * c, h * w]) }
+            losses.append(klDivergence(student: rows(us), teacher: rows(ua), temperature: o.tau))
+        }
+    }
+    let total = precision.reduce(0, +), K = Float(o.avatars)
+    let weighted = zip(losses, precision).map { $0 * (K * Float($1 / total)) }
+    return weighted.dropFirst().reduce(weighted[0], +) * (1 / K)
+}
+
+public final class Avatar: FeatureDistillation {
+    public static let spec = MethodSpec(
+        name: "avatar", summary: "Zhang et al. 2023: dropout avatars of the teacher's map, per-channel standardisation, uncertainty-weighted CWD or MGD",
+        keys: FeatureDistillation.commonKeys + [
+            OptionKey("feat_weight", .number(min: 0, max: nil, openMin: false), help: "weight β of the avatar terms (default: the official 7.5 for cwd, 2e-5 for mgd)"),
+            OptionKey("base", .string, default: .string("cwd"), help: "the base feature loss: cwd (channel-wise distillation) or mgd (masked generative distillation)"),
+            OptionKey("avatars", .int(min: 1), default: .int(1), help: "avatars per step (the official code: 1)"),
+            OptionKey("dropout", .number(min: 0, max: 1, openMin: false), default: .number(0.1), help: "dropout probability that makes an avatar"),
+            OptionKey("tau", .number(min: 0, max: nil, openMin: true), default: .number(1), help: "CWD's spatial softmax temperature"),
+            OptionKey("mgd_lambda", .number(min: 0, max: 1, openMin: false), default: .number(0.65), help: "MGD's masked fraction of positions")],
+        dataParallel: true) { c, _ in
+            let base = c.options.string("base")!
+            guard ["cwd", "mgd"].contains(base) else { throw MethodError("method.base: '\(base)' is not one of cwd, mgd") }
+            guard c.options.number("dropout") < 1 else { throw MethodError("method.dropout: must be below 1") }
+            let teacher = try c.frozenTeacher()
+            var modules: [Module?] = []
+            for p in c.placement.localPeers {
+                let shapes = try c.tapShapes(teacher: teacher.model, peer: p)
+                let (s, t) = (shapes.student.last!, shapes.teacher.last!)
+                guard s[0] == t[0] && s[1] == t[1] else {
+                    throw MethodError("avatar compares maps position by position: \(c.models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1])")
+                }
+                var g = c.adapterGenerator(0x6176_7472, peer: p)  // "avtr"
+                let m = AvatarModules(student: s[2], teacher: t[2], mgd: base == "mgd", generator: &g)
+                modules.append(m.children.isEmpty ? nil : m)
+            }
+            return Avatar(context: c, teacher: teacher, modules: modules, settings: AvatarSettings(
+                avatars: c.options.int("avatars"), dropout: c.options.number("dropout"), base: base, tau: c.options.number("tau"),
+                lambda: c.options.number("mgd_lambda"), seed: c.seed))
+        }
+
+    public let weight: Float, settings: AvatarSettings
+    init(context c: MethodContext, teacher: FrozenTeacher, modules: [Module?], settings: AvatarSettings) {
+        weight = c.options.values["feat_weight"] == nil ? (settings.base == "mgd" ? 2e-5 : 7.5) : c.options.number("feat_weight")
+        self.settings = settings
+        super.init(name: "avatar", context: c, teacher: teacher, adapters: modules)
+    }
+
+    public override var featureTermNames: [String] { ["avatar"] }
+    public override func terms(_ s: FeatureStep) throws -> [Tensor] {
+        guard s.input.indices.count == s.labels.count else { throw MethodError("avatar needs the batch's training positions (its masks are keyed by them)") }
+        let m = adapters[s.peer] as? AvatarModules
+        var student = s.student.last!
+        if let a = m?.align { student = a(student) }
+        return [try avatarLoss(student: student, teacher: s.teacher.taps.last!, items: s.input.indices, step: s.input.step,
+                               settings: settings, generator: m?.generator, comm: s.replicas) * weight]
+    }
+}
