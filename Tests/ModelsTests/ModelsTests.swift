@@ -22,6 +22,11 @@ final class ModelsTests: XCTestCase {
         }
         var g = Generator(seed: 0)
         XCTAssertThrowsError(try ModelZoo.make("resnet21", classes: 10, generator: &g))
+        // RepDistiller's heterogeneous-pair models (vggD is its vggD_bn), counted from its definitions with PyTorch.
+        for (name, count) in ["vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180, "vgg16": 14_774_436, "vgg19": 20_086_692,
+                              "mobilenetv2": 812_836] {
+            XCTAssertEqual(try ModelZoo.make(name, classes: 100, generator: &g).parameterCount, count, name)
+        }
         XCTAssertThrowsError(try ModelZoo.make("vgg99", classes: 10, generator: &g)) { error in
             XCTAssertTrue("\(error)".contains("resnet20"), "the message lists known models")
         }
@@ -58,6 +63,40 @@ final class ModelsTests: XCTestCase {
         XCTAssertEqual(b.stemChannels, 128)
         XCTAssertEqual(b.featureChannels, 256)
         XCTAssertThrowsError(try ModelZoo.make("resnet57b", classes: 10, generator: &g), "depth must be 9n + 2")
+    }
+
+    /// VGG and MobileNetV2: RepDistiller's state-dict names, their taps (its `feats`) on 32-pixel inputs, and logits
+    /// through the taps equal to the model's.
+    func testHeterogeneousPairModels() throws {
+        var g = Generator(seed: 0)
+        let vgg = try ModelZoo.make("vgg13", classes: 10, generator: &g)
+        let vnames = Dictionary(uniqueKeysWithValues: vgg.namedState().map { ($0.0, $0.1.shape) })
+        XCTAssertEqual(vnames["block0.0.weight"], [64, 3, 3, 3])
+        XCTAssertEqual(vnames["block0.0.bias"], [64])
+        XCTAssertEqual(vnames["block0.4.running_var"], [64], "the second conv's BN: conv, BN, ReLU, conv, BN")
+        XCTAssertNil(vnames["block0.5.weight"], "the block's last ReLU is applied outside it")
+        XCTAssertEqual(vnames["classifier.weight"], [10, 512])
+        let mob = try ModelZoo.make("mobilenetv2", classes: 10, generator: &g)
+        let mnames = Dictionary(uniqueKeysWithValues: mob.namedState().map { ($0.0, $0.1.shape) })
+        XCTAssertEqual(mnames["conv1.0.weight"], [16, 3, 3, 3])
+        XCTAssertEqual(mnames["blocks.0.0.conv.3.weight"], [16, 1, 3, 3], "depthwise, t = 1")
+        XCTAssertEqual(mnames["blocks.1.0.conv.0.weight"], [48, 8, 1, 1])
+        XCTAssertEqual(mnames["blocks.6.0.conv.7.running_mean"], [160])
+        XCTAssertEqual(mnames["conv2.0.weight"], [1280, 160, 1, 1])
+        XCTAssertEqual(mnames["classifier.0.weight"], [10, 1280])
+        for (m, sides, channels) in [(vgg, [32, 16, 8, 4, 4], [64, 128, 256, 512, 512]), (mob, [16, 16, 8, 4, 2], [16, 12, 16, 48, 160])] {
+            m.eval()
+            let x = randomTensor([2, 32, 32, 3], seed: 4)
+            let taps = m.taps(x)
+            XCTAssertEqual(taps.map { $0.shape[1] }, sides)
+            XCTAssertEqual(taps.map { $0.shape[3] }, channels)
+            XCTAssertEqual(m.tapChannels, channels)
+            assertClose(m.head(taps.last!), m(x), rtol: 1e-5, atol: 1e-6)
+        }
+        for name in ["vgg8", "mobilenetv2"] {  // Fashion-MNIST's 28-pixel grey images
+            let m = try ModelZoo.make(name, classes: 10, inChannels: 1, generator: &g)
+            XCTAssertEqual(m(randomTensor([2, 28, 28, 1], seed: 5)).shape, [2, 10], name)
+        }
     }
 
     /// Width-scaled CIFAR ResNets (OEC's students): stage widths ⌊S·[16, 32, 64]⌋ after an unscaled conv1, and
