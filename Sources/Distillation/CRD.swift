@@ -14,7 +14,9 @@
 // Ours: negatives come from a stream keyed by (seed, epoch, item), so any number of data-parallel ranks draws the
 // same ones; Z is set from the whole global batch (an allreduce); the banks take the whole global batch's
 // embeddings (a plain allgather), so every rank keeps identical banks. Scores are read row by row from the banks
-// (`indexedMatVec`), never gathered into an [N, K+1, 128] tensor.
+// (`indexedMatVec`), never gathered into an [N, K+1, 128] tensor. The pooled feature is the last tap's: for
+// MobileNetV2 that is its last stage (160 channels at width 0.5), where mdistiller pools the 1280-channel map
+// after conv2.
 import Collectives
 import Foundation
 import Layers

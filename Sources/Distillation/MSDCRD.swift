@@ -35,8 +35,9 @@ public func msdcrdWindow(height h: Int, scale s: Int) -> (kernel: Int, stride: I
 
 /// MSDCRD's two losses for the global batch's student map `student` (on the tape) and teacher map, both
 /// [N, H, W, C], with every sample's label; the sample-wise loss averages over the anchors `anchors` (this rank's
-/// rows), the feature-wise loss over the whole batch.
-public func msdcrdLosses(student: Tensor, teacher: Tensor, labels: [Int], anchors: Range<Int>, scales: [Int], tau: Float) -> (sample: Tensor, feature: Tensor) {
+/// rows), the feature-wise loss (nil unless `featureWise`) over the whole batch.
+public func msdcrdLosses(student: Tensor, teacher: Tensor, labels: [Int], anchors: Range<Int>, scales: [Int], tau: Float,
+                         featureWise: Bool = true) -> (sample: Tensor, feature: Tensor?) {
     precondition(student.shape == teacher.shape && student.rank == 4 && labels.count == student.shape[0],
                  "msdcrd: student \(student.shape) and teacher \(teacher.shape) maps must agree, with one label per sample")
     let n = student.shape[0], h = student.shape[1], c = student.shape[3]
@@ -60,12 +61,13 @@ public func msdcrdLosses(student: Tensor, teacher: Tensor, labels: [Int], anchor
             perPosition.append(crossEntropy(matmul(a, b, transB: true) * (1 / tau) + mask, labels: targets))
         }
         sample.append(perPosition.dropFirst().reduce(perPosition[0], +) * (1 / Float(positions)))
+        guard featureWise else { continue }
         let fs = ps.reshaped([n * positions, c]).transposed().l2Normalized(axis: 1)
         let ft = pt.reshaped([n * positions, c]).transposed().l2Normalized(axis: 1)
         feature.append(crossEntropy(matmul(fs, ft, transB: true) * (1 / tau), labels: Array(0..<c)))
     }
     let w = 1 / Float(scales.count)
-    return (sample.dropFirst().reduce(sample[0], +) * w, feature.dropFirst().reduce(feature[0], +) * w)
+    return (sample.dropFirst().reduce(sample[0], +) * w, feature.isEmpty ? nil : feature.dropFirst().reduce(feature[0], +) * w)
 }
 
 /// The 1×1 projection of a student's map to the teacher's channels ("proj"), when they differ.
@@ -126,7 +128,7 @@ public final class MSDCRD: FeatureDistillation {
             }
             anchors = offset..<(offset + s.labels.count)
         }
-        let l = msdcrdLosses(student: student, teacher: teacher, labels: labels, anchors: anchors, scales: scales, tau: tau)
-        return [l.sample * weight, featureWise ? l.feature * weight : l.feature.detached() * 0]
+        let l = msdcrdLosses(student: student, teacher: teacher, labels: labels, anchors: anchors, scales: scales, tau: tau, featureWise: featureWise)
+        return [l.sample * weight, (l.feature ?? Tensor(scalar: 0)) * weight]
     }
 }

@@ -23,7 +23,7 @@ struct SelfTestFeatureMethods: ParsableCommand {
     /// Each method with the keys that make it small enough to check (and its variants).
     static let cases: [(name: String, keys: [String: OptionValue])] = [
         ("fitnets", [:]), ("at", [:]), ("dkd", ["warmup_epochs": .int(0)]),
-        ("crd", ["nce_k": .int(10)]), ("msdcrd", [:]), ("msdcrd", ["scales": .string("1,2")]),
+        ("crd", ["nce_k": .int(10)]), ("msdcrd", [:]), ("msdcrd", ["scales": .string("1,2"), "feature_wise": .bool(false)]),
         ("avatar", [:]), ("avatar", ["base": .string("mgd"), "avatars": .int(2), "feat_weight": .number(1e-3)]),
         ("kd", [:]),
     ]
