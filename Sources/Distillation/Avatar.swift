@@ -137,11 +137,7 @@ public final class Avatar: FeatureDistillation {
             let teacher = try c.frozenTeacher()
             var modules: [Module?] = []
             for p in c.placement.localPeers {
-                let shapes = try c.tapShapes(teacher: teacher.model, peer: p)
-                let (s, t) = (shapes.student.last!, shapes.teacher.last!)
-                guard s[0] == t[0] && s[1] == t[1] else {
-                    throw MethodError("avatar compares maps position by position: \(c.models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1])")
-                }
+                let (s, t) = try c.finalMapShapes(teacher: teacher.model, peer: p, method: "avatar")
                 var g = c.adapterGenerator(0x6176_7472, peer: p)  // "avtr"
                 let m = AvatarModules(student: s[2], teacher: t[2], mgd: base == "mgd", generator: &g)
                 modules.append(m.children.isEmpty ? nil : m)

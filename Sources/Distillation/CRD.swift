@@ -125,9 +125,8 @@ public final class CRD: FeatureDistillation {
             try withoutGradients {
                 student = try allGather(student, counts: counts, on: comm)
                 teacher = try allGather(teacher, counts: counts, on: comm)
-                let all = try allGather(Tensor(shape: [items.count], values: items.map(Float.init)), counts: counts, on: comm)
-                items = all.array.map { Int($0) }
             }
+            items = try allGatherInts(items, counts: counts, on: comm)
         }
         pending[s.peer] = (items, student, teacher)
         return [loss * weight]
@@ -140,12 +139,4 @@ public final class CRD: FeatureDistillation {
         }
         pending = [:]
     }
-}
-
-/// Every rank's row count.
-func gatherCounts(_ n: Int, on comm: Communicator) throws -> [Int] {
-    var counts = [Double](repeating: 0, count: comm.size)
-    counts[comm.rank] = Double(n)
-    try comm.allReduce(&counts, op: .sum)
-    return counts.map { Int($0) }
 }

@@ -126,6 +126,17 @@ extension MethodContext {
                 try model(models[p]).tapShapes(height: h, width: w, channels: inChannels))
     }
 
+    /// The final maps' shapes [H, W, C] of peer p's model and of the teacher, for a method that compares them
+    /// position by position (so their sides must agree).
+    func finalMapShapes(teacher: Classifier, peer p: Int, method: String) throws -> (student: [Int], teacher: [Int]) {
+        let shapes = try tapShapes(teacher: teacher, peer: p)
+        let (s, t) = (shapes.student.last!, shapes.teacher.last!)
+        guard s[0] == t[0] && s[1] == t[1] else {
+            throw MethodError("\(method) compares maps position by position: \(models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1])")
+        }
+        return (s, t)
+    }
+
     /// A generator for peer p's adapters: their initial weights depend on (seed, method, peer), not on placement.
     func adapterGenerator(_ tag: UInt64, peer p: Int) -> Generator { Generator(seed: seed, stream: [tag, UInt64(p)]) }
 }
@@ -137,4 +148,19 @@ func matchSpatial(_ a: Tensor, _ b: Tensor) -> (Tensor, Tensor) {
     if ha > hb { precondition(ha % hb == 0, "matchSpatial: \(ha) is not a multiple of \(hb)"); return (avgPool2d(a, kernel: ha / hb), b) }
     if hb > ha { precondition(hb % ha == 0, "matchSpatial: \(hb) is not a multiple of \(ha)"); return (a, avgPool2d(b, kernel: hb / ha)) }
     return (a, b)
+}
+
+/// Every rank's row count.
+func gatherCounts(_ n: Int, on comm: Communicator) throws -> [Int] {
+    var counts = [Double](repeating: 0, count: comm.size)
+    counts[comm.rank] = Double(n)
+    try comm.allReduce(&counts, op: .sum)
+    return counts.map { Int($0) }
+}
+
+/// Every rank's integers (training positions, labels; exact below 2²⁴) concatenated in rank order, off the tape.
+func allGatherInts(_ values: [Int], counts: [Int], on comm: Communicator) throws -> [Int] {
+    try withoutGradients {
+        try allGather(Tensor(shape: [values.count], values: values.map(Float.init)), counts: counts, on: comm).array.map { Int($0) }
+    }
 }

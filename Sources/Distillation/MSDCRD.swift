@@ -96,11 +96,7 @@ public final class MSDCRD: FeatureDistillation {
             }
             var projections: [Module?] = []
             for p in c.placement.localPeers {
-                let shapes = try c.tapShapes(teacher: teacher.model, peer: p)
-                let (s, t) = (shapes.student.last!, shapes.teacher.last!)
-                guard s[0] == t[0] && s[1] == t[1] else {
-                    throw MethodError("msdcrd compares maps position by position: \(c.models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1])")
-                }
+                let (s, t) = try c.finalMapShapes(teacher: teacher.model, peer: p, method: "msdcrd")
                 var g = c.adapterGenerator(0x6D73_6463, peer: p)  // "msdc"
                 projections.append(s[2] == t[2] ? nil : ChannelProjection(s[2], t[2], generator: &g))
             }
@@ -124,8 +120,8 @@ public final class MSDCRD: FeatureDistillation {
             student = try allGather(student, counts: counts, on: comm)
             try withoutGradients {
                 teacher = try allGather(teacher, counts: counts, on: comm)
-                labels = try allGather(Tensor(shape: [labels.count], values: labels.map(Float.init)), counts: counts, on: comm).array.map { Int($0) }
             }
+            labels = try allGatherInts(labels, counts: counts, on: comm)
             anchors = offset..<(offset + s.labels.count)
         }
         let l = msdcrdLosses(student: student, teacher: teacher, labels: labels, anchors: anchors, scales: scales, tau: tau, featureWise: featureWise)
