@@ -131,6 +131,28 @@ public struct Dataset {
         return (with(indices: train), with(indices: validation, name: name + " (validation)"))
     }
 
+    /// Every image zero-padded, centred, to `side`×`side` (the border is what a 0 byte normalises to; the
+    /// normalisation statistics stay the stored images'). Only this view's items are kept, in order.
+    public func padded(to side: Int) throws -> Dataset {
+        guard side >= height && side >= width else {
+            throw DatasetError.badSubset("cannot pad '\(name)' (\(height)×\(width)) to \(side)×\(side): the images are larger")
+        }
+        if side == height && side == width { return self }
+        let top = (side - height) / 2, left = (side - width) / 2, C = channels, row = width * C
+        var out = [UInt8](repeating: 0, count: count * side * side * C)
+        out.withUnsafeMutableBufferPointer { dst in
+            store.pixels.withUnsafeBufferPointer { src in
+                for (k, i) in indices.enumerated() {
+                    let s = src.baseAddress! + i * store.imageBytes, d = dst.baseAddress! + k * side * side * C
+                    for y in 0..<height { (d + ((top + y) * side + left) * C).update(from: s + y * row, count: row) }
+                }
+            }
+        }
+        let labels = indices.map { store.labels[$0] }
+        return Dataset(name: name, store: ImageStore(pixels: out, labels: labels, height: side, width: side, channels: C),
+                       isLabeled: isLabeled, classes: classes, mean: mean, std: std)
+    }
+
     /// All items of several datasets of the same image shape, in order. Labeled only if every part is.
     /// Normalisation statistics come from the first part.
     public static func union(_ parts: [Dataset]) throws -> Dataset {

@@ -18,7 +18,7 @@
 // Followed for the avatar and U: Gumpest/AvatarKD@36b104f (detection only: `akd_cwd.py`, `akd_mgd.py`; there the
 // CWD variant normalises only the student, the MGD one both; we normalise both, as the paper describes).
 // Ours: classification on the final map; the weighting formula; the generator trains (the official config freezes
-// it with lr_mult 0).
+// it with lr_mult 0); final maps whose sides differ by a whole factor meet at the smaller size (average pooling).
 // Distributed (data-parallel): dropout and MGD masks come from streams keyed by (seed, step, item, avatar), so the
 // global batch gets the same masks at any number of ranks; U's statistics are the global batch's (a differentiable
 // allreduce of Σx and Σx² per channel), and σ²_k an allreduce: the one-process gradient exactly.
@@ -160,7 +160,8 @@ public final class Avatar: FeatureDistillation {
         let m = adapters[s.peer] as? AvatarModules
         var student = s.student.last!
         if let a = m?.align { student = a(student) }
-        return [try avatarLoss(student: student, teacher: s.teacher.taps.last!, items: s.input.indices, step: s.input.step,
+        let (st, te) = matchSpatial(student, s.teacher.taps.last!)
+        return [try avatarLoss(student: st, teacher: te, items: s.input.indices, step: s.input.step,
                                settings: settings, generator: m?.generator, comm: s.replicas) * weight]
     }
 }

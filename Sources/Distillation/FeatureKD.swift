@@ -127,12 +127,15 @@ extension MethodContext {
     }
 
     /// The final maps' shapes [H, W, C] of peer p's model and of the teacher, for a method that compares them
-    /// position by position (so their sides must agree).
+    /// position by position: their sides must agree, or the larger be a whole multiple of the smaller (the method
+    /// then average-pools the larger down with `matchSpatial`, as mdistiller's AT does for its maps).
     func finalMapShapes(teacher: Classifier, peer p: Int, method: String) throws -> (student: [Int], teacher: [Int]) {
         let shapes = try tapShapes(teacher: teacher, peer: p)
         let (s, t) = (shapes.student.last!, shapes.teacher.last!)
-        guard s[0] == t[0] && s[1] == t[1] else {
-            throw MethodError("\(method) compares maps position by position: \(models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1])")
+        func multiples(_ a: Int, _ b: Int) -> Bool { max(a, b) % min(a, b) == 0 }
+        let ratio = (max(s[0], t[0]) / min(s[0], t[0]), max(s[1], t[1]) / min(s[1], t[1]))
+        guard multiples(s[0], t[0]) && multiples(s[1], t[1]) && ratio.0 == ratio.1 && (s[0] <= t[0]) == (s[1] <= t[1]) else {
+            throw MethodError("\(method) compares maps position by position: \(models[p])'s final map is \(s[0])×\(s[1]), the teacher's \(t[0])×\(t[1]); the larger must be the smaller times a whole number (on 28-pixel images, dataset.pad_to: 32 gives the CIFAR sizes)")
         }
         return (s, t)
     }
@@ -141,8 +144,8 @@ extension MethodContext {
     func adapterGenerator(_ tag: UInt64, peer p: Int) -> Generator { Generator(seed: seed, stream: [tag, UInt64(p)]) }
 }
 
-/// Average-pools the larger of two maps down to the other's spatial size (integer ratios), as mdistiller's AT does
-/// with adaptive pooling.
+/// Average-pools the larger of two maps down to the other's spatial size (integer ratios, the same on both
+/// sides; `finalMapShapes` and the AT check make sure), as mdistiller's AT does with adaptive pooling.
 func matchSpatial(_ a: Tensor, _ b: Tensor) -> (Tensor, Tensor) {
     let ha = a.shape[1], hb = b.shape[1]
     if ha > hb { precondition(ha % hb == 0, "matchSpatial: \(ha) is not a multiple of \(hb)"); return (avgPool2d(a, kernel: ha / hb), b) }

@@ -15,7 +15,8 @@
 //   teacher's other channels:  ℓ_feature = mean_s mean_c −log( e^{⟨a_c, b_c⟩/τ} / Σ_d e^{⟨a_c, b_d⟩/τ} ).
 //   L = w_ce·CE(y, z_s) + w_kd·T²·KL + β·(ℓ_sample + ℓ_feature),   β = 0.8 (RepDistiller's CRD weight; swept).
 // When C_s ≠ C_t a 1×1 convolution (no bias) projects the student's map, trained with it: a deviation from
-// "parameter-free", needed for heterogeneous pairs.
+// "parameter-free", needed for heterogeneous pairs. When the sides differ by a whole factor (vgg8's 4×4 final map
+// against mobilenetv2's 2×2) the larger map is average-pooled to the smaller first (ours).
 // Distributed (data-parallel): the student's projected map goes through a differentiable allgather and the
 // teacher's map and the labels through a plain one, so every rank sees the global batch. A rank's sample-wise
 // loss averages over its own anchors against global candidates; the feature-wise loss is computed whole on every
@@ -114,6 +115,7 @@ public final class MSDCRD: FeatureDistillation {
     public override func terms(_ s: FeatureStep) throws -> [Tensor] {
         var student = s.student.last!, teacher = s.teacher.taps.last!, labels = s.labels
         if let proj = adapters[s.peer] as? ChannelProjection { student = proj(student) }
+        (student, teacher) = matchSpatial(student, teacher)
         var anchors = 0..<labels.count
         if let comm = s.replicas {
             let counts = try gatherCounts(labels.count, on: comm), offset = counts[..<comm.rank].reduce(0, +)

@@ -85,7 +85,7 @@ public enum ModelZoo {
     public static let names = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                "resnet8x4", "resnet32x4", "resnet20b", "resnet56b", "resnet110b", "resnet164b",
                                "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2",
-                               "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "mobilenetv2"]
+                               "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "mobilenetv2", "shufflenetv1", "shufflenetv2"]
 
     /// Builds a model by name for `inChannels`-channel images and `classes` outputs, initialised from `generator`.
     public static func make(_ name: String, classes: Int, inChannels: Int = 3,
@@ -93,6 +93,8 @@ public enum ModelZoo {
         let lower = name.lowercased()
         if let config = VGG.configs[lower] { return VGG(config, classes: classes, inChannels: inChannels, generator: &g) }
         if lower == "mobilenetv2" { return MobileNetV2(classes: classes, inChannels: inChannels, generator: &g) }
+        if lower == "shufflenetv1" { return ShuffleNet(.v1, classes: classes, inChannels: inChannels, generator: &g) }
+        if lower == "shufflenetv2" { return ShuffleNet(.v2, classes: classes, inChannels: inChannels, generator: &g) }
         if lower.hasPrefix("resnet") {
             var spec = String(lower.dropFirst("resnet".count))
             var widths = [16, 16, 32, 64]

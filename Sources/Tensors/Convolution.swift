@@ -10,7 +10,8 @@
 //   forward   y[rows × Cog] = cols_g · Wp_gᵀ
 //   backward  dWp_g += dy_gᵀ · cols_g        dcols_g = dy_g · Wp_g, then col2im into dx.
 // Chunks are whole images, so workers write disjoint parts of dx; each worker sums dW in its own buffer.
-// 1×1 stride-1 unpadded ungrouped layers skip im2col: x itself is cols.
+// 1×1 stride-1 unpadded layers (grouped too) skip im2col: x itself is cols, one sgemm per group over every pixel.
+// Depthwise layers (groups = Ci = Co) take a direct kernel instead (Depthwise.swift).
 import CBLAS
 
 /// Shapes of one convolution.
@@ -20,7 +21,8 @@ public struct ConvGeometry: Equatable {
     public var cog: Int { co / groups }
     public var kg: Int { kh * kw * cig }
     public var k: Int { kh * kw * ci }
-    public var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 && groups == 1 }
+    /// 1×1, stride 1, unpadded: x itself is the im2col matrix (group g reads columns g·Cig ..< (g+1)·Cig).
+    public var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 }
 
     public init(input: [Int], weight: [Int], stride: Int, padding: Int, groups: Int) {
         precondition(input.count == 4, "conv2d: input must be [N, H, W, C] (channels-last), got \(input)")
@@ -176,6 +178,10 @@ func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: U
         winogradForward(x, g, weight: w, y: y, beta: beta)
         return
     }
+    if depthwiseApplies(g) {
+        depthwiseForward(x, g, weight: w, y: y, beta: beta)
+        return
+    }
     let wp = Tensor(uninitialized: [g.co, g.kg])
     permuteWeightToRows(w, g, wp.data)
     im2colForward(x, g, wp: wp.data, y: y, beta: beta)
@@ -185,8 +191,10 @@ func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: U
 func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePointer<Float>,
                    y: UnsafeMutablePointer<Float>, beta: Float) {
     if g.isPointwise {
-        gemm(transA: false, transB: true, m: g.n * g.oh * g.ow, n: g.co, k: g.ci, a: x, lda: g.ci, b: wp, ldb: g.ci,
-             beta: beta, c: y, ldc: g.co)
+        for grp in 0..<g.groups {
+            gemm(transA: false, transB: true, m: g.n * g.oh * g.ow, n: g.cog, k: g.cig, a: x + grp * g.cig, lda: g.ci,
+                 b: wp + grp * g.cog * g.cig, ldb: g.cig, beta: beta, c: y + grp * g.cog, ldc: g.co)
+        }
         return
     }
     let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
@@ -270,22 +278,33 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
         for r in 0..<M { accumulate(gb, dy + r * g.co, g.co) }
     }
     if !needX && !needW { return }
+    if depthwiseApplies(g) {
+        depthwiseBackward(x.data, g, weight: weight.data, dy: dy, dx: needX ? x.gradBuffer() : nil,
+                          dw: needW ? weight.gradBuffer() : nil)
+        return
+    }
     let wElems = g.co * g.kg
     let wp = Tensor(uninitialized: [g.co, g.kg])
     permuteWeightToRows(weight.data, g, wp.data)
 
     if g.isPointwise {
         if needX {
-            gemm(transA: false, transB: false, m: M, n: g.ci, k: g.co, a: dy, lda: g.co, b: wp.data, ldb: g.ci,
-                 beta: 1, c: x.gradBuffer(), ldc: g.ci)
+            let dx = x.gradBuffer()
+            for grp in 0..<g.groups {
+                gemm(transA: false, transB: false, m: M, n: g.cig, k: g.cog, a: dy + grp * g.cog, lda: g.co,
+                     b: wp.data + grp * g.cog * g.cig, ldb: g.cig, beta: 1, c: dx + grp * g.cig, ldc: g.ci)
+            }
         }
         if needW {
             let dwp = Tensor(zeros: [wElems])
             let partial = Scratch.shared.reserve(workers: Threads.count, slots: 1, count: wElems)
             parallelRanges(M, minPerWorker: 256) { worker, r in
-                gemm(transA: true, transB: false, m: g.co, n: g.ci, k: r.count, a: dy + r.lowerBound * g.co,
-                     lda: g.co, b: x.data + r.lowerBound * g.ci, ldb: g.ci, beta: 0, c: partial[worker][0],
-                     ldc: g.ci, parallel: false)
+                for grp in 0..<g.groups {
+                    gemm(transA: true, transB: false, m: g.cog, n: g.cig, k: r.count,
+                         a: dy + r.lowerBound * g.co + grp * g.cog, lda: g.co,
+                         b: x.data + r.lowerBound * g.ci + grp * g.cig, ldb: g.ci, beta: 0,
+                         c: partial[worker][0] + grp * g.cog * g.cig, ldc: g.cig, parallel: false)
+                }
             }
             let used = min(Threads.count, max(1, M / 256))
             for w in 0..<used { accumulate(dwp.data, partial[w][0], wElems) }

@@ -115,3 +115,29 @@ public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
 public func stack(_ tensors: [Tensor]) -> Tensor {
     concat(tensors.map { $0.reshaped([1] + $0.shape) }, axis: 0)
 }
+
+extension Tensor {
+    /// ShuffleNet's channel shuffle on channels-last [N, H, W, C]: the channels, seen as `groups` rows of C/groups,
+    /// are read column by column (PyTorch's view(N, g, C/g, H, W).transpose(1, 2) on NCHW):
+    ///   y[…, i·g + j] = x[…, j·(C/g) + i]   for j < g, i < C/g.
+    /// Backward scatters the same permutation in reverse.
+    public func channelShuffled(groups g: Int) -> Tensor {
+        precondition(rank == 4 && g >= 1 && shape[3] % g == 0,
+                     "channelShuffle: needs [N, H, W, C] with C divisible by groups \(g), got \(shape)")
+        let C = shape[3], per = C / g, pixels = count / C
+        let out = Tensor(uninitialized: shape)
+        let x = data, y = out.data
+        for p in 0..<pixels {
+            let xr = x + p * C, yr = y + p * C
+            for j in 0..<g { for i in 0..<per { yr[i * g + j] = xr[j * per + i] } }
+        }
+        out.record(inputs: [self]) { out in
+            let gy = out.grad!.data, gx = self.gradBuffer()
+            for p in 0..<pixels {
+                let xr = gx + p * C, yr = gy + p * C
+                for j in 0..<g { for i in 0..<per { xr[j * per + i] += yr[i * g + j] } }
+            }
+        }
+        return out
+    }
+}

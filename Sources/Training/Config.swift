@@ -24,6 +24,9 @@ public struct TrainConfig: Equatable {
     /// Images held out of the (subset) training set and evaluated beside the test set each evaluated epoch, for
     /// choosing settings without reading the test set; the same images whatever the run's seed.
     public var validation = 0
+    /// Side every image is zero-padded to, centred, before augmentation (0: as stored); 28-pixel Fashion-MNIST
+    /// padded to 32 gives the CIFAR models their CIFAR map sizes.
+    public var padTo = 0
     /// nil: the dataset's standard augmentation.
     public var augmentation: Augmentation?
     /// Images without labels that join every batch (label-free methods only).
@@ -83,6 +86,7 @@ public struct TrainConfig: Equatable {
         .int("dataset.train_subset", \.trainSubset, min: 0),
         .int("dataset.test_subset", \.testSubset, min: 0),
         .int("dataset.validation", \.validation, min: 0),
+        .int("dataset.pad_to", \.padTo, min: 0),
         augmentationField,
         .optionalString("dataset.unlabeled.name", \.unlabeledDataset, "a dataset name"),
         .optionalString("dataset.unlabeled.path", \.unlabeledPath, "a directory path"),

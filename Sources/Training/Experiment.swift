@@ -84,6 +84,11 @@ public final class Experiment {
         var testSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .test)
         if config.trainSubset > 0 { trainSet = try trainSet.subset(count: config.trainSubset) }
         if config.testSubset > 0 { testSet = try testSet.subset(count: config.testSubset) }
+        if config.padTo > 0 {
+            do {
+                trainSet = try trainSet.padded(to: config.padTo); testSet = try testSet.padded(to: config.padTo)
+            } catch { throw ConfigError("dataset.pad_to: \(error)") }
+        }
         if config.validation > 0 {
             guard config.validation < trainSet.count else {
                 throw ConfigError("dataset.validation: \(config.validation) held-out images leave none of the \(trainSet.count) training images to train on")
@@ -97,6 +102,9 @@ public final class Experiment {
         if let name = config.unlabeledDataset {
             var u = try DatasetCatalog.load(name, path: config.unlabeledPath, split: config.unlabeledSplit == "test" ? .test : .train)
             if config.unlabeledSubset > 0 { u = try u.subset(count: config.unlabeledSubset) }
+            if config.padTo > 0 {
+                do { u = try u.padded(to: config.padTo) } catch { throw ConfigError("dataset.pad_to: \(error)") }
+            }
             guard u.height == trainSet.height, u.width == trainSet.width, u.channels == trainSet.channels else {
                 throw ConfigError("dataset.unlabeled.name: \(name) images are \(u.height)×\(u.width)×\(u.channels), the training set's \(trainSet.height)×\(trainSet.width)×\(trainSet.channels)")
             }

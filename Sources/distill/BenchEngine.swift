@@ -30,6 +30,9 @@ struct BenchEngine: ParsableCommand {
     @Option(help: "Comma-separated thread counts to measure.")
     var threads = "1,2"
 
+    @Flag(help: "Also measure each model with depthwise layers through per-group im2col products (the baseline the direct depthwise kernel replaces), in the same run.")
+    var compareDepthwise = false
+
     func validate() throws {
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
         guard !threadCounts.isEmpty else { throw ValidationError("--threads must list positive integers, e.g. 1,2") }
@@ -48,7 +51,7 @@ struct BenchEngine: ParsableCommand {
         var results: [(String, Double)] = []
         func report(_ key: String, _ value: Double, _ label: String) {
             results.append((key, value))
-            if !format.json { print(label.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f", value)) }
+            if !format.json { print(label.padding(toLength: 60, withPad: " ", startingAt: 0) + String(format: "%10.1f", value)) }
         }
         for t in threadCounts {
             report("sgemm_gflops_t\(t)", measureSgemmGFLOPS(threads: t), "sgemm 1024³ GFLOP/s, \(t) thread(s)")
@@ -61,6 +64,14 @@ struct BenchEngine: ParsableCommand {
                 report("\(name)_conv_share_t\(t)", share * 100, "\(name) convolution share of step, %, \(t) thread(s)")
                 report("\(name)_infer_ips_t\(t)", try measureInference(name),
                        "\(name) inference images/s, batch \(batch), \(t) thread(s)")
+                if compareDepthwise {
+                    depthwiseDirectEnabled = false
+                    defer { depthwiseDirectEnabled = true }
+                    report("\(name)_train_ips_t\(t)_pergroup", try measureTraining(name, threads: t).0,
+                           "\(name) train images/s, per-group products, \(t) thread(s)")
+                    report("\(name)_infer_ips_t\(t)_pergroup", try measureInference(name),
+                           "\(name) inference images/s, per-group products, \(t) thread(s)")
+                }
             }
         }
         if format.json { try printJSON(Dictionary(uniqueKeysWithValues: results)) }

@@ -186,6 +186,28 @@ final class DatasetErrorTests: XCTestCase {
         }
     }
 
+    /// dataset.pad_to: every image of the view centred in zeros, labels and normalisation kept; smaller sides refused.
+    func testPaddedTo() throws {
+        let store = ImageStore(pixels: (0..<(3 * 2 * 3 * 2)).map { UInt8($0 + 1) }, labels: [7, 8, 9], height: 2, width: 3, channels: 2)
+        let d = try Dataset(name: "toy", store: store, classes: 10, mean: [0.5, 0.5], std: [0.2, 0.2]).subset(range: 1..<3)
+        let p = try d.padded(to: 5)
+        XCTAssertEqual([p.count, p.height, p.width, p.channels], [2, 5, 5, 2])
+        XCTAssertEqual([p.label(0), p.label(1)], [8, 9])
+        XCTAssertEqual(p.mean, d.mean)
+        let img = Array(p.pixels(1))  // item 2 of the store: bytes 25...36, rows of 3 pixels × 2 channels
+        // Rows 1–2, columns 1–3 (top = ⌊3/2⌋, left = ⌊2/2⌋) hold the image; everything else is 0.
+        for y in 0..<5 {
+            for x in 0..<5 {
+                let inside = (1...2).contains(y) && (1...3).contains(x)
+                let expected: [UInt8] = inside ? Array(d.pixels(1))[((y - 1) * 3 + (x - 1)) * 2..<((y - 1) * 3 + x) * 2].map { $0 } : [0, 0]
+                XCTAssertEqual(Array(img[(y * 5 + x) * 2..<(y * 5 + x + 1) * 2]), expected, "pixel (\(y), \(x))")
+            }
+        }
+        XCTAssertEqual(try d.padded(to: 3).height, 3)
+        let m = message { _ = try d.padded(to: 2) }
+        XCTAssertTrue(m.contains("toy") && m.contains("2×3"), m)
+    }
+
     func testSubsetTooLarge() throws {
         let dir = TempDir()
         dir.write("train.bin", cifarRecord(labels: [1, 2], seed: 0))

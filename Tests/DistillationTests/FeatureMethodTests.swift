@@ -10,25 +10,28 @@ import XCTest
 
 /// The offline feature methods: taps, each loss against its official formula written out, and finite-difference
 /// checks of each method's whole objective at full weight with respect to the student and its adapters. The
-/// teacher is a resnet8x4 (other channels than the resnet8 student, so every adapter is exercised).
+/// teacher is a resnet8x4 (other channels than the resnet8 student, so every adapter is exercised), or a vgg8 whose
+/// final map is half the student's side (the heterogeneous case: maps meet at the smaller size).
 final class FeatureMethodTests: XCTestCase {
     static let labels = [0, 1, 2, 3, 4, 0, 3, 1]
     static let trainLabels = labels + (0..<32).map { $0 % 5 }
-    var teacherPath = ""
+    var teacherPaths: [String: String] = [:]
 
     override func setUpWithError() throws {
         var g = Generator(seed: 3)
-        let teacher = try ModelZoo.make("resnet8x4", classes: 5, inChannels: 1, generator: &g)
-        teacherPath = NSTemporaryDirectory() + "distill-teacher-\(UUID().uuidString).safetensors"
-        try teacher.saveSafeTensors(to: teacherPath)
+        for name in ["resnet8x4", "vgg8"] {
+            let teacher = try ModelZoo.make(name, classes: 5, inChannels: 1, generator: &g)
+            teacherPaths[name] = NSTemporaryDirectory() + "distill-teacher-\(UUID().uuidString).safetensors"
+            try teacher.saveSafeTensors(to: teacherPaths[name]!)
+        }
     }
 
-    override func tearDown() { try? FileManager.default.removeItem(atPath: teacherPath) }
+    override func tearDown() { for p in teacherPaths.values { try? FileManager.default.removeItem(atPath: p) } }
 
     /// A method from the registry for a resnet8 student of 16×16 one-channel images, and the student.
-    func make(_ name: String, _ keys: [String: OptionValue] = [:]) throws -> (DistillationMethod, Cohort) {
+    func make(_ name: String, _ keys: [String: OptionValue] = [:], teacher: String = "resnet8x4") throws -> (DistillationMethod, Cohort) {
         let spec = try XCTUnwrap(MethodRegistry.spec(name))
-        let options = try spec.resolve(keys.merging(["teacher_model": .string("resnet8x4"), "teacher_checkpoint": .string(teacherPath)]) { $1 })
+        let options = try spec.resolve(keys.merging(["teacher_model": .string(teacher), "teacher_checkpoint": .string(teacherPaths[teacher]!)]) { $1 })
         let placement = try PeerPlacement(peers: 1, ranks: 1, rank: 0)
         let context = MethodContext(models: ["resnet8"], placement: placement, classes: 5, inChannels: 1, seed: 4, options: options,
                                     trainLabels: Self.trainLabels, imageSize: (16, 16))
@@ -45,8 +48,8 @@ final class FeatureMethodTests: XCTestCase {
 
     /// d(objective)/d(tensors) by central differences for one step on a fixed batch, past every warm-up.
     func check(_ name: String, _ keys: [String: OptionValue] = [:], adapters: [String] = [], eps: Float = 1e-2,
-               file: StaticString = #filePath, line: UInt = #line) throws {
-        let (method, c) = try make(name, keys)
+               teacher: String = "resnet8x4", file: StaticString = #filePath, line: UInt = #line) throws {
+        let (method, c) = try make(name, keys, teacher: teacher)
         let x = randomTensor([8, 16, 16, 1], seed: 90)
         let input = StepInput(images: [x], labels: Self.labels, epoch: 100, step: 3, indices: Array(0..<8))
         // Deep conv weights of resnet8 on these inputs defeat float32 central differences even for the plain logits
@@ -74,11 +77,15 @@ final class FeatureMethodTests: XCTestCase {
     }
     func testDKDGradients() throws { try check("dkd") }
     func testCRDGradients() throws { try check("crd", ["nce_k": .int(12), "nce_t": .number(0.5)], adapters: ["embed_s.linear.weight", "embed_t.linear.weight"]) }
-    func testMSDCRDGradients() throws { try check("msdcrd", adapters: ["proj.weight"]) }
+    func testMSDCRDGradients() throws {
+        try check("msdcrd", adapters: ["proj.weight"])
+        try check("msdcrd", ["scales": .string("1,2")], adapters: ["proj.weight"], teacher: "vgg8")
+    }
     func testAvatarGradients() throws {
         try check("avatar", adapters: ["align.weight", "align.bias"])
         try check("avatar", ["base": .string("mgd"), "avatars": .int(2), "feat_weight": .number(1e-3)],
                   adapters: ["align.weight", "mgd.generation.0.weight", "mgd.generation.2.bias"])
+        try check("avatar", adapters: ["align.weight"], teacher: "vgg8")
     }
     func testKDTermComposesWithFeatureMethods() throws {
         try check("at", ["kd_weight": .number(0.9), "ce_weight": .number(0.1)], eps: 2e-3)
@@ -180,5 +187,7 @@ final class FeatureMethodTests: XCTestCase {
         XCTAssertThrowsError(try make("fitnets", ["hint_layer": .int(7)])) { XCTAssertTrue("\($0)".contains("method.hint_layer"), "\($0)") }
         XCTAssertThrowsError(try make("msdcrd", ["scales": .string("1,x")])) { XCTAssertTrue("\($0)".contains("method.scales"), "\($0)") }
         XCTAssertThrowsError(try make("avatar", ["base": .string("l2")])) { XCTAssertTrue("\($0)".contains("method.base"), "\($0)") }
+        // resnet8's 4×4 final map against vgg8's 2×2 meets at 2×2; AT's layer taps (16, 8, 4 against 8, 4, 2) too.
+        XCTAssertNoThrow(try make("avatar", teacher: "vgg8"))
     }
 }

@@ -24,7 +24,7 @@ final class ModelsTests: XCTestCase {
         XCTAssertThrowsError(try ModelZoo.make("resnet21", classes: 10, generator: &g))
         // RepDistiller's heterogeneous-pair models (vggD is its vggD_bn), counted from its definitions with PyTorch.
         for (name, count) in ["vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180, "vgg16": 14_774_436, "vgg19": 20_086_692,
-                              "mobilenetv2": 812_836] {
+                              "mobilenetv2": 812_836, "shufflenetv1": 949_258, "shufflenetv2": 1_355_528] {
             XCTAssertEqual(try ModelZoo.make(name, classes: 100, generator: &g).parameterCount, count, name)
         }
         XCTAssertThrowsError(try ModelZoo.make("vgg99", classes: 10, generator: &g)) { error in
@@ -93,7 +93,33 @@ final class ModelsTests: XCTestCase {
             XCTAssertEqual(m.tapChannels, channels)
             assertClose(m.head(taps.last!), m(x), rtol: 1e-5, atol: 1e-6)
         }
-        for name in ["vgg8", "mobilenetv2"] {  // Fashion-MNIST's 28-pixel grey images
+        // ShuffleNet V1 and V2: names and shapes as RepDistiller's (296 and 338 state-dict entries there), 4×4 last maps.
+        let v1 = try ModelZoo.make("shufflenetv1", classes: 10, generator: &g)
+        let v1names = Dictionary(uniqueKeysWithValues: v1.namedState().map { ($0.0, $0.1.shape) })
+        XCTAssertEqual(v1names.count, 296)
+        XCTAssertEqual(v1names["layer1.0.conv1.weight"], [54, 24, 1, 1], "the first block's conv1 is ungrouped")
+        XCTAssertEqual(v1names["layer1.0.conv3.weight"], [216, 18, 1, 1], "216 + 24 pooled input channels = 240")
+        XCTAssertEqual(v1names["layer2.3.conv1.weight"], [120, 160, 1, 1], "groups 3")
+        XCTAssertEqual(v1names["layer3.3.conv2.weight"], [240, 1, 3, 3], "depthwise")
+        XCTAssertEqual(v1names["linear.weight"], [10, 960])
+        let v2 = try ModelZoo.make("shufflenetv2", classes: 10, generator: &g)
+        let v2names = Dictionary(uniqueKeysWithValues: v2.namedState().map { ($0.0, $0.1.shape) })
+        XCTAssertEqual(v2names.count, 338)
+        XCTAssertEqual(v2names["layer1.0.conv1.weight"], [24, 1, 3, 3], "the down block's left depthwise conv")
+        XCTAssertEqual(v2names["layer1.0.conv5.weight"], [58, 58, 1, 1])
+        XCTAssertEqual(v2names["layer2.7.bn3.running_var"], [116], "the basic block transforms half the channels")
+        XCTAssertEqual(v2names["conv2.weight"], [1024, 464, 1, 1])
+        XCTAssertEqual(v2names["linear.weight"], [10, 1024])
+        for (m, channels) in [(v1, [24, 240, 480, 960]), (v2, [24, 116, 232, 464])] {
+            m.eval()
+            let x = randomTensor([2, 32, 32, 3], seed: 6)
+            let taps = m.taps(x)
+            XCTAssertEqual(taps.map { $0.shape[1] }, [32, 16, 8, 4])
+            XCTAssertEqual(taps.map { $0.shape[3] }, channels)
+            XCTAssertEqual(m.tapChannels, channels)
+            assertClose(m.head(taps.last!), m(x), rtol: 1e-5, atol: 1e-6)
+        }
+        for name in ["vgg8", "mobilenetv2", "shufflenetv1", "shufflenetv2"] {  // Fashion-MNIST's 28-pixel grey images
             let m = try ModelZoo.make(name, classes: 10, inChannels: 1, generator: &g)
             XCTAssertEqual(m(randomTensor([2, 28, 28, 1], seed: 5)).shape, [2, 10], name)
         }

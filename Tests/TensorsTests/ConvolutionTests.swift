@@ -9,8 +9,12 @@ final class ConvolutionTests: XCTestCase {
         Case(n: 3, h: 9, w: 8, ci: 4, co: 6, k: 3, stride: 2, pad: 1, groups: 1),
         Case(n: 2, h: 6, w: 7, ci: 5, co: 3, k: 3, stride: 2, pad: 0, groups: 1),
         Case(n: 2, h: 5, w: 5, ci: 6, co: 4, k: 3, stride: 1, pad: 1, groups: 2),
-        Case(n: 2, h: 6, w: 6, ci: 4, co: 4, k: 3, stride: 1, pad: 1, groups: 4),  // depthwise
-        Case(n: 2, h: 5, w: 4, ci: 3, co: 6, k: 1, stride: 1, pad: 0, groups: 3),
+        Case(n: 2, h: 6, w: 6, ci: 4, co: 4, k: 3, stride: 1, pad: 1, groups: 4),  // depthwise, direct kernel
+        Case(n: 3, h: 7, w: 6, ci: 19, co: 19, k: 3, stride: 2, pad: 1, groups: 19),  // depthwise stride 2
+        Case(n: 2, h: 5, w: 5, ci: 5, co: 5, k: 5, stride: 1, pad: 1, groups: 5),  // depthwise 5×5, partial windows
+        Case(n: 2, h: 4, w: 4, ci: 3, co: 6, k: 3, stride: 1, pad: 1, groups: 3),  // channel multiplier 2: im2col
+        Case(n: 2, h: 5, w: 4, ci: 3, co: 6, k: 1, stride: 1, pad: 0, groups: 3),  // grouped pointwise, no im2col
+        Case(n: 3, h: 4, w: 5, ci: 12, co: 9, k: 1, stride: 1, pad: 0, groups: 3),
         Case(n: 3, h: 5, w: 6, ci: 4, co: 5, k: 1, stride: 1, pad: 0, groups: 1),  // pointwise fast path
         Case(n: 2, h: 7, w: 7, ci: 4, co: 8, k: 1, stride: 2, pad: 0, groups: 1),  // projection shortcut
         Case(n: 1, h: 6, w: 5, ci: 2, co: 3, k: 5, stride: 3, pad: 2, groups: 1),
@@ -65,6 +69,24 @@ final class ConvolutionTests: XCTestCase {
         winogradEnabled = true
         let g = ConvGeometry(input: [1, 8, 8, 16], weight: [16, 16, 3, 3], stride: 1, padding: 1, groups: 1)
         XCTAssertTrue(winogradApplies(g), "the ResNet 3×3 layer shape takes the Winograd path")
+    }
+
+    /// The direct depthwise kernel and the per-group im2col path it replaces agree (bench engine compares them).
+    func testDepthwiseDirectMatchesPerGroupProducts() {
+        defer { depthwiseDirectEnabled = true }
+        let x = randomTensor([4, 9, 8, 24], seed: 31), w = randomTensor([24, 1, 3, 3], seed: 32, std: 0.3)
+        var results: [[[Float]]] = []
+        for enabled in [true, false] {
+            depthwiseDirectEnabled = enabled
+            x.requiresGrad = true; w.requiresGrad = true; x.zeroGrad(); w.zeroGrad()
+            let y = conv2d(x, weight: w, stride: 2, padding: 1, groups: 24)
+            y.backward(gradient: randomTensor(y.shape, seed: 33))
+            results.append([y.array, x.grad!.array, w.grad!.array])
+        }
+        for k in 0..<3 { assertClose(results[0][k], results[1][k], rtol: 1e-4, atol: 1e-5, "part \(k)") }
+        depthwiseDirectEnabled = true
+        let g = ConvGeometry(input: [1, 8, 8, 24], weight: [24, 1, 3, 3], stride: 1, padding: 1, groups: 24)
+        XCTAssertTrue(depthwiseApplies(g), "MobileNetV2's depthwise layer takes the direct kernel")
     }
 
     func testOutputShapeAndFiniteDifferences() {

@@ -34,6 +34,19 @@ final class ShapeReductionTests: XCTestCase {
         gradCheck([y], "transpose") { $0[0].transposed(1, 3) }
     }
 
+    /// Channel shuffle equals its definition, a reshape to [N, H, W, g, C/g], a swap of the last two axes and a
+    /// reshape back; forward and backward.
+    func testChannelShuffle() {
+        let x = randomTensor([2, 3, 2, 12], seed: 13)
+        for g in [1, 2, 3, 4] {
+            let viaPermute = x.reshaped([2, 3, 2, g, 12 / g]).permuted([0, 1, 2, 4, 3]).reshaped([2, 3, 2, 12])
+            XCTAssertEqual(x.channelShuffled(groups: g).array, viaPermute.array, "groups \(g)")
+            gradCheck([x], "channel shuffle \(g)") { $0[0].channelShuffled(groups: g) * $0[0] }
+        }
+        XCTAssertEqual(Tensor(shape: [1, 1, 1, 6], values: [0, 1, 2, 3, 4, 5]).channelShuffled(groups: 2).array,
+                       [0, 3, 1, 4, 2, 5])
+    }
+
     func testConcatSplitSliceStack() {
         let a = Tensor(shape: [2, 2], values: [1, 2, 3, 4]), b = Tensor(shape: [2, 1], values: [9, 8])
         XCTAssertEqual(concat([a, b], axis: 1).array, [1, 2, 9, 3, 4, 8])
