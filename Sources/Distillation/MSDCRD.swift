@@ -85,15 +85,15 @@ public final class MSDCRD: FeatureDistillation {
         name: "msdcrd", summary: "Wang & Wang 2025: multi-scale local features of the final maps, sample-wise and feature-wise contrast within the batch (our reading)",
         keys: FeatureDistillation.commonKeys + [
             OptionKey("feat_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.8), help: "weight β of the sample-wise plus feature-wise losses"),
-            OptionKey("scales", .string, default: .string("1,2,4"), help: "the decoupling scales s, comma-separated: windows of ⌊H/s⌋ pixels at half-window strides"),
+            OptionKey("scales", .string, default: .string("1,2,4"), help: "the decoupling scales s, separated by commas or '+' (1+2+4 fits a command-line variant): windows of ⌊H/s⌋ pixels at half-window strides"),
             OptionKey("nce_t", .number(min: 0, max: nil, openMin: true), default: .number(0.1), help: "temperature τ of both contrastive losses"),
             OptionKey("feature_wise", .bool, default: .bool(true), help: "include the feature-wise (channel) loss")],
         dataParallel: true) { c, _ in
             let teacher = try c.frozenTeacher()
             let text = c.options.string("scales")!
-            let scales = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let scales = text.split(whereSeparator: { $0 == "," || $0 == "+" }).map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard !scales.isEmpty, scales.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-                throw MethodError("method.scales: '\(text)' is not a comma-separated list of whole numbers ≥ 1 (e.g. 1,2,4)")
+                throw MethodError("method.scales: '\(text)' is not a list of whole numbers ≥ 1 separated by commas or '+' (e.g. 1,2,4)")
             }
             var projections: [Module?] = []
             for p in c.placement.localPeers {

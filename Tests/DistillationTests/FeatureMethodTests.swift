@@ -79,7 +79,7 @@ final class FeatureMethodTests: XCTestCase {
     func testCRDGradients() throws { try check("crd", ["nce_k": .int(12), "nce_t": .number(0.5)], adapters: ["embed_s.linear.weight", "embed_t.linear.weight"]) }
     func testMSDCRDGradients() throws {
         try check("msdcrd", adapters: ["proj.weight"])
-        try check("msdcrd", ["scales": .string("1,2")], adapters: ["proj.weight"], teacher: "vgg8")
+        try check("msdcrd", ["scales": .string("1+2")], adapters: ["proj.weight"], teacher: "vgg8")
     }
     func testAvatarGradients() throws {
         try check("avatar", adapters: ["align.weight", "align.bias"])
