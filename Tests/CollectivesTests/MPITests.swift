@@ -91,6 +91,31 @@ final class LaunchRunTests: XCTestCase {
         XCTAssertTrue(bad.output.contains("-np N is required"), bad.output)
     }
 
+    /// Inside a (fake) Slurm or PBS allocation without a hostfile: no loopback pinning, threads from the
+    /// allocation's cores per node, PBS's node file turned into a hostfile; a broken allocation is a usage error.
+    func testDryRunInsideAllocations() throws {
+        let slurm = runProcess(script, ["-np", "4", "--dry-run", "--", "train", "x.yaml"],
+                               environment: ["SLURM_JOB_NODELIST": "node[1-2]", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_CPUS_PER_NODE": "8(x2)"])
+        XCTAssertEqual(slurm.status, 0, slurm.output)
+        XCTAssertTrue(slurm.output.contains("Slurm allocation: 2 node(s), 8 core(s) per node, 2 rank(s)"), slurm.output)
+        XCTAssertTrue(slurm.output.contains("-x OPENBLAS_NUM_THREADS=4"), slurm.output)
+        XCTAssertFalse(slurm.output.contains("_if_include lo"), "TCP is not pinned to loopback")
+        XCTAssertFalse(slurm.output.contains("--hostfile") || slurm.output.contains("--oversubscribe"), "mpirun reads Slurm's allocation")
+        let dir = NSTemporaryDirectory() + "distill-pbs-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let nodefile = dir + "/nodes"
+        try "n1\nn1\nn1\nn2\nn2\nn2\n".write(toFile: nodefile, atomically: true, encoding: .utf8)
+        let pbs = runProcess(script, ["-np", "2", "--dry-run", "--", "train", "x.yaml"], environment: ["PBS_NODEFILE": nodefile, "TMPDIR": dir])
+        XCTAssertEqual(pbs.status, 0, pbs.output)
+        XCTAssertTrue(pbs.output.contains("#   n1 slots=3\n#   n2 slots=3"), pbs.output)
+        XCTAssertTrue(pbs.output.contains("--hostfile \(dir)/distill-pbs-hosts.") && pbs.output.contains("OPENBLAS_NUM_THREADS=3"), pbs.output)
+        XCTAssertFalse(pbs.output.contains("_if_include lo"))
+        let broken = runProcess(script, ["-np", "2", "--dry-run", "--", "train", "x.yaml"], environment: ["SLURM_JOB_NODELIST": "node[1-2]"])
+        XCTAssertEqual(broken.status, 2)
+        XCTAssertTrue(broken.output.contains("SLURM_JOB_NUM_NODES"), broken.output)
+    }
+
     func testLocalJobThroughLaunchRun() throws {
         let r = runProcess(script, ["-np", "3", "--oversubscribe", "--", "selftest", "collectives"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.output)
