@@ -27,9 +27,24 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the last complete checkpoint in the output directory (same config; epochs may grow).")
     var resume = false
 
+    @Flag(help: "Continue from the output directory's last complete checkpoint if it has one, else start afresh (what launch/run --max-restarts passes on a restart). Rank 0's directory decides for every rank.")
+    var resumeIfCheckpoint = false
+
+    func validate() throws {
+        if resume && resumeIfCheckpoint { throw ValidationError("give --resume or --resume-if-checkpoint, not both") }
+    }
+
     func run() throws {
         var cfg = try overrides.load(config)
         if let o = out { cfg.output = o }
-        try runOnWorld { comm in try Trainer(config: cfg, comm: comm).run(resume: resume) }
+        try runOnWorld { comm in
+            var resuming = resume
+            if resumeIfCheckpoint {
+                var found = [Double(comm.rank == 0 && (try? RunDirectory(cfg.output).readState()) != nil ? 1 : 0)]
+                try comm.allReduce(&found, op: .sum)
+                resuming = found[0] > 0
+            }
+            try Trainer(config: cfg, comm: comm).run(resume: resuming)
+        }
     }
 }

@@ -120,6 +120,10 @@ final class LaunchRunTests: XCTestCase {
         let r = runProcess(script, ["-np", "3", "--oversubscribe", "--", "selftest", "collectives"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("ok (3 ranks)"), r.output)
+        // A config error is not something a restart fixes.
+        let c = runProcess(script, ["-np", "2", "--max-restarts", "3", "--", "train", "/nonexistent/x.yaml"], timeout: 60)
+        XCTAssertEqual(c.status, 2, c.output)
+        XCTAssertTrue(c.output.contains("not restarting") && !c.output.contains("restart 1 of 3"), c.output)
         let f = runProcess(script, ["-np", "2", "--", "selftest", "failure", "--kind", "throw", "--rank", "1"], timeout: 30)
         XCTAssertNotEqual(f.status, 0)
         XCTAssertTrue(f.output.contains("distill: fatal: rank 1"), f.output)
