@@ -442,7 +442,10 @@ struct Reader {
                 throw ConfigError("\(source): \(path): expected \(key.expected), got \(x)")
             }
             return .number(x)
-        case .string: return .string(try string(v, path))
+        case .string:
+            // YAML reads `scales: 1` (or `--set method.scales=1`) as a number; a whole number is its own text.
+            if let i = v as? Int { return .string(String(i)) }
+            return .string(try string(v, path))
         case .bool: return .bool(try bool(v, path))
         }
     }

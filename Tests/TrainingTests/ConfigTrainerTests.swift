@@ -107,6 +107,13 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.dataset, "mnist")
         XCTAssertTrue(message { _ = try TrainConfig.parse("", source: "x", overrides: ["optimizer.rate=1"]) }.contains("--set optimizer.rate: unknown key"))
         XCTAssertTrue(message { _ = try TrainConfig.parse("", source: "x", overrides: ["epochs"]) }.contains("expected key.path=value"))
+        // A text key given a whole number (YAML reads `1` as one) takes its text; `dataset.pad_to` is a key.
+        let m = try TrainConfig.parse("method:\n  name: msdcrd\n  teacher_model: resnet8\n  teacher_checkpoint: t.safetensors\n", source: "x.yaml",
+                                      overrides: ["method.scales=1", "dataset.pad_to=32"])
+        XCTAssertEqual(m.methodOptions.string("scales"), "1")
+        XCTAssertEqual(m.padTo, 32)
+        XCTAssertEqual(try TrainConfig.parse(m.yaml, source: "resolved"), m)
+        XCTAssertTrue(message { _ = try TrainConfig.parse("method:\n  name: msdcrd\n  scales: 0.5\n", source: "x.yaml") }.contains("method.scales"))
     }
 }
 
