@@ -52,6 +52,12 @@ public enum SafeTensors {
     /// atomically: temporary file, fsync, rename.
     public static func write(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>, dtype: SafeTensorsDType)],
                              metadata: [String: String] = [:], to path: String) throws {
+        try writeAtomically(encode(tensors, metadata: metadata), to: path)
+    }
+
+    /// The bytes of a safetensors file holding `tensors` (name, shape, values, dtype F32 or I64) in the given order.
+    public static func encode(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>, dtype: SafeTensorsDType)],
+                              metadata: [String: String] = [:]) -> Data {
         var header = "{"
         var offset = 0
         var parts: [String] = []
@@ -80,15 +86,26 @@ public enum SafeTensors {
                 for v in t.values { var i = Int64(v).littleEndian; withUnsafeBytes(of: &i) { data.append(contentsOf: $0) } }
             }
         }
-        try writeAtomically(data, to: path)
+        return data
     }
 
     /// Reads and validates a file; returns its tensors by name (in file order) and its metadata.
     public static func read(_ path: String) throws -> (tensors: [(String, SafeTensor)], metadata: [String: String]) {
+        let data = try SafeTensors.contents(of: path)
+        return try read(data: data, path: path)
+    }
+
+    /// A file's bytes, or an error naming it.
+    public static func contents(of path: String) throws -> Data {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SafeTensorsError.io(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
-        return try data.withUnsafeBytes { raw in try parse(raw, path: path) }
+        return data
+    }
+
+    /// Validates and decodes a file's bytes (`path` names it in errors).
+    public static func read(data: Data, path: String) throws -> (tensors: [(String, SafeTensor)], metadata: [String: String]) {
+        try data.withUnsafeBytes { raw in try parse(raw, path: path) }
     }
 
     static func parse(_ raw: UnsafeRawBufferPointer, path: String) throws -> (tensors: [(String, SafeTensor)], metadata: [String: String]) {
@@ -233,18 +250,29 @@ func jsonString(_ s: String) -> String {
 extension Module {
     /// Writes every parameter and buffer under its state-dict name (num_batches_tracked as I64, as PyTorch).
     public func saveSafeTensors(to path: String, metadata: [String: String] = [:]) throws {
+        try writeAtomically(safeTensorsData(metadata: metadata), to: path)
+    }
+
+    /// The bytes saveSafeTensors writes.
+    public func safeTensorsData(metadata: [String: String] = [:]) -> Data {
         let state = namedState()
-        try withBuffers(state.map { $0.1.value }) { buffers in
-            try SafeTensors.write(zip(state, buffers).map { entry, buf in
+        return withBuffers(state.map { $0.1.value }) { buffers in
+            SafeTensors.encode(zip(state, buffers).map { entry, buf in
                 (entry.0, entry.1.value.shape, buf, entry.0.hasSuffix("num_batches_tracked") ? .I64 : .F32)
-            }, metadata: metadata, to: path)
+            }, metadata: metadata)
         }
     }
 
     /// Loads every parameter and buffer from a file; every name must be present with the same shape, and the
     /// file may hold no other tensors. Nothing is changed unless everything matches.
     public func loadSafeTensors(from path: String) throws {
-        let (tensors, _) = try SafeTensors.read(path)
+        let data = try SafeTensors.contents(of: path)
+        try loadSafeTensors(data: data, path: path)
+    }
+
+    /// Loads every parameter and buffer from a file's bytes (`path` names it in errors), as loadSafeTensors(from:).
+    public func loadSafeTensors(data: Data, path: String) throws {
+        let (tensors, _) = try SafeTensors.read(data: data, path: path)
         var byName: [String: SafeTensor] = [:]
         for (n, t) in tensors { byName[n] = t }
         let state = namedState()
@@ -267,9 +295,12 @@ extension Module {
 extension SafeTensors {
     /// Writes float32 tensors under their names.
     public static func write(named tensors: [(String, Tensor)], metadata: [String: String] = [:], to path: String) throws {
-        try withBuffers(tensors.map { $0.1 }) { b in
-            try write(zip(tensors, b).map { ($0.0, $0.1.shape, $1, .F32) }, metadata: metadata, to: path)
-        }
+        try writeAtomically(encode(named: tensors, metadata: metadata), to: path)
+    }
+
+    /// The bytes write(named:) writes.
+    public static func encode(named tensors: [(String, Tensor)], metadata: [String: String] = [:]) -> Data {
+        withBuffers(tensors.map { $0.1 }) { b in encode(zip(tensors, b).map { ($0.0, $0.1.shape, $1, .F32) }, metadata: metadata) }
     }
 }
 

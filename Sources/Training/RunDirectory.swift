@@ -4,13 +4,15 @@
 //   tensorboard/events.out.tfevents.*                  the same figures and per-step losses for TensorBoard (one
 //                                                      file per start or resume of the run)
 //   checkpoints/state.json                             {"epoch": E, "peers": P, "ranks": R, "threads": T}: the commit
-//                                                      point, written last
+//                                                      point, written last (R and T say what wrote it; any number
+//                                                      of ranks and threads may resume it)
 //   checkpoints/epoch-E/peerP.safetensors              weights and buffers of peer P (a complete model)
 //   checkpoints/epoch-E/peerP.optimizer.safetensors    its optimisers' state, "<phase>/<parameter>/<state>"
 //   checkpoints/epoch-E/peerP.module.safetensors       a method's trainable per-peer module (FFL's fusion slice)
 //   checkpoints/epoch-E/peerP.extra.safetensors        a method's untrained per-peer state (PCL's mean teacher)
 //   checkpoints/epoch-E/method.safetensors             the method's replicated modules (gate, projections, ...)
 //   checkpoints/epoch-E/shared.optimizer.safetensors   optimiser state of replicated parameters ("stem.*", "method.*")
+// The whole tree is on rank 0's node (Checkpoints.swift moves the other ranks' files there); nodes need share no disk.
 // Every file is written to a temporary name, fsynced and renamed; the previous epoch's directory is removed only
 // after state.json names the new one, so a run killed at any moment keeps a complete checkpoint.
 import Foundation
@@ -34,6 +36,7 @@ public struct RunDirectory {
     /// The files of one epoch's checkpoint.
     public struct Checkpoint {
         public let path: String
+        public init(path: String) { self.path = path }
         public func peer(_ p: Int) -> String { path + "/peer\(p).safetensors" }
         public func peerOptimizer(_ p: Int) -> String { path + "/peer\(p).optimizer.safetensors" }
         public func peerModule(_ p: Int) -> String { path + "/peer\(p).module.safetensors" }

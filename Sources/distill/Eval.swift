@@ -41,12 +41,11 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let cfg = try overrides.load(config)
-        let dir: RunDirectory.Checkpoint
-        do { dir = try RunDirectory.checkpoint(at: checkpoint) } catch let e as ConfigError {
-            printError("error: --checkpoint \(e.message)")
-            throw ExitCode(2)
-        }
         try runOnWorld { comm in
+            // The checkpoint is on rank 0's node (Checkpoints.swift): rank 0 resolves the path for every rank.
+            let dir = RunDirectory.Checkpoint(path: try decidedOnLeader(comm) { () throws -> String in
+                do { return try RunDirectory.checkpoint(at: checkpoint).path } catch let e as ConfigError { throw ConfigError("--checkpoint \(e.message)") }
+            })
             let x = try Experiment(config: cfg, comm: comm)
             try x.loadWeights(from: dir)
             let e = try x.evaluate()

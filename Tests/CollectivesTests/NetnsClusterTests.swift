@@ -95,5 +95,69 @@ final class NetnsClusterTests: XCTestCase {
         }
         XCTAssertTrue(text().contains("stalled for \(timeout) s in allReduce"), text())
     }
-}
 
+    /// The epoch a run directory's state.json names, if any.
+    func committedEpoch(_ run: String) -> Int? {
+        guard let data = FileManager.default.contents(atPath: run + "/checkpoints/state.json"),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return json["epoch"] as? Int
+    }
+
+    /// Runs launch/run across the two nodes; retries once when Open MPI's daemons fail to wire up (see above).
+    func launch(_ distillArgs: [String]) -> ProcessResult {
+        var r = runProcess(packageRoot + "/launch/run", launchArguments(distillArgs), timeout: 300)
+        if r.status != 0 && r.output.contains("ORTE") && !r.output.contains("distill: fatal:") {
+            print("netns job failed to start, retrying once:\n\(r.output)")
+            r = runProcess(packageRoot + "/launch/run", launchArguments(distillArgs), timeout: 300)
+        }
+        return r
+    }
+
+    /// Nodes that share no disk at the output path (each sees its own directory there): training writes the
+    /// whole checkpoint on rank 0's node and nothing on the other, resume and eval read it from there, and the
+    /// run ends with the files of the same run on two local ranks sharing one disk, bit for bit.
+    func testCheckpointIsWholeOnRankZerosNodeWithoutASharedDisk() throws {
+        let out = dir + "/out"
+        _ = runProcess("/bin/sh", [script, "down", "2"])
+        let up = runProcess("/bin/sh", [script, "up", "2", dir, out], timeout: 30)
+        XCTAssertEqual(up.status, 0, up.output)
+        usleep(1_000_000)
+        let config = packageRoot + "/configs/dml.yaml"
+        let sets = ["--set", "models=[resnet8, resnet8]", "--set", "dataset.train_subset=512", "--set", "dataset.test_subset=256",
+                    "--set", "threads=1", "--set", "tensorboard=false", "--set", "schedule.name=multistep", "--set", "schedule.milestones=[10]"]
+        let first = launch(["train", config, "--out", out + "/run", "--set", "epochs=1"] + sets)
+        XCTAssertEqual(first.status, 0, first.output)
+        let node1 = dir + "/disk1/run/checkpoints", node2 = dir + "/disk2"
+        XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 1, "state.json on rank 0's node")
+        let files = Set((try? FileManager.default.contentsOfDirectory(atPath: node1 + "/epoch-1")) ?? [])
+        XCTAssertEqual(files, ["peer0.safetensors", "peer0.optimizer.safetensors", "peer1.safetensors", "peer1.optimizer.safetensors"])
+        let elsewhere = FileManager.default.enumerator(atPath: node2)?.allObjects as? [String] ?? []
+        XCTAssertTrue(elsewhere.allSatisfy { !$0.hasSuffix(".safetensors") && !$0.hasSuffix("state.json") }, "nothing of the checkpoint on node 2: \(elsewhere)")
+        XCTAssertTrue((try? FileManager.default.contentsOfDirectory(atPath: out))?.isEmpty ?? true, "the launching namespace's own directory is untouched")
+
+        let resumed = launch(["train", config, "--out", out + "/run", "--set", "epochs=2", "--resume"] + sets)
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.output.contains("resuming after epoch 1"), resumed.output)
+        XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 2)
+
+        // Evaluated across the nodes (rank 1 reads its peer from rank 0's node) and in one process from that disk.
+        func top1(_ r: ProcessResult) -> [Double]? {
+            XCTAssertEqual(r.status, 0, r.output)
+            let line = r.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "{}"
+            let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return json?.first { $0.key.lowercased().contains("top1") && !$0.key.lowercased().contains("teacher") }?.value as? [Double]
+        }
+        let across = top1(launch(["eval", "--config", config, "--checkpoint", out + "/run", "--json"] + sets))
+        let local = top1(runProcess(distillBinary, ["eval", "--config", config, "--checkpoint", dir + "/disk1/run", "--json"] + sets, timeout: 120))
+        XCTAssertNotNil(across)
+        XCTAssertEqual(across, local)
+
+        // The same run on two local ranks with one disk, uninterrupted.
+        let straight = runProcess(packageRoot + "/launch/run", ["-np", "2", "--", "train", config, "--out", dir + "/straight", "--set", "epochs=2"] + sets, timeout: 300)
+        XCTAssertEqual(straight.status, 0, straight.output)
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-2") {
+            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-2/" + f),
+                           FileManager.default.contents(atPath: node1 + "/epoch-2/" + f), "\(f) bit for bit")
+        }
+    }
+}

@@ -10,7 +10,8 @@ import Training
 import XCTest
 
 /// A run killed with SIGKILL after its first checkpoint and resumed ends with exactly the weights of an
-/// uninterrupted run, on 1 rank and on 2 ranks, and for AFD with its three optimisers (SGD, two Adams).
+/// uninterrupted run, on 1 rank and on 2 ranks, and for AFD with its three optimisers (SGD, two Adams); resumed on
+/// another number of ranks, within float summation order of it.
 final class ResumeTests: XCTestCase {
     var dir = ""
 
@@ -141,6 +142,59 @@ final class ResumeTests: XCTestCase {
         try check(ranks: 2, config: "avatar", models: ["resnet8"], extra: teacher + ["--set", "method.base=mgd", "--set", "batch_size=64"])
         let (modules, _) = try SafeTensors.read(dir + "/killed/checkpoints/epoch-3/peer0.module.safetensors")
         XCTAssertEqual(modules.map(\.0).first, "align.weight")
+    }
+
+    /// A checkpoint is placement-free: written by R ranks and resumed on R' (2 → 1 and 1 → 3, three peers), the run
+    /// ends as close to the uninterrupted run on R' as the uninterrupted runs on R and R' are to each other (float
+    /// summation order, which training amplifies), tensor by tensor: for `one` (a shared stem, a replicated gate
+    /// and their optimiser state) and `pcl` (per-peer mean teachers). Losing any saved state (momentum, a mean
+    /// teacher, the gate) moves its tensor by far more. The learning rate is held constant so that a 1-epoch run
+    /// resumed to 2 epochs is the 2-epoch run cut after its first.
+    func testResumeOnAnotherWorldSize() throws {
+        let models = ["resnet8", "resnet8", "resnet8"]
+        let sets = ["--set", "schedule.name=multistep", "--set", "schedule.milestones=[10]", "--set", "optimizer.lr=0.05",
+                    "--set", "dataset.train_subset=256", "--set", "dataset.test_subset=128"]
+        func train(_ config: String, ranks: Int, out: String, epochs: Int, resume: Bool) {
+            let (exe, args) = command(ranks, out, config: config, models: models, resume: resume, extra: sets)
+            let r = runProcess(exe, args + ["--set", "epochs=\(epochs)"], timeout: 300)
+            XCTAssertEqual(r.status, 0, r.output)
+            if resume { XCTAssertTrue(r.output.contains("resuming after epoch 1"), r.output) }
+        }
+        /// Every tensor of a final checkpoint, by file and name.
+        func tensors(_ run: String) throws -> [String: [Float]] {
+            let dir = run + "/checkpoints/epoch-2/"
+            var all: [String: [Float]] = [:]
+            for f in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                for (name, t) in try SafeTensors.read(dir + f).tensors { all[f + " " + name] = t.values }
+            }
+            return all
+        }
+        func difference(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
+        for config in ["one", "pcl"] {
+            var straight: [Int: [String: [Float]]] = [:]
+            for ranks in [1, 2, 3] {
+                train(config, ranks: ranks, out: dir + "/\(config)-straight\(ranks)", epochs: 2, resume: false)
+                straight[ranks] = try tensors(dir + "/\(config)-straight\(ranks)")
+            }
+            let names = straight[1]!.keys.sorted()
+            XCTAssertTrue(names.contains { $0.hasPrefix("shared.optimizer") } && names.contains { $0.hasPrefix("peer2.optimizer") }, "\(names.prefix(5))")
+            if config == "pcl" { XCTAssertTrue(names.contains { $0.hasPrefix("peer2.extra") }, "the mean teachers") }
+            for (first, second) in [(2, 1), (1, 3)] {
+                let out = dir + "/\(config)-\(first)to\(second)"
+                train(config, ranks: first, out: out, epochs: 1, resume: false)
+                XCTAssertEqual(try RunDirectory(out).readState().ranks, first)
+                train(config, ranks: second, out: out, epochs: 2, resume: true)
+                let resumed = try tensors(out)
+                XCTAssertEqual(resumed.keys.sorted(), names)
+                for name in names {
+                    let reference = straight[second]![name]!, placementGap = difference(straight[first]![name]!, reference)
+                    let scale = reference.map { abs($0) }.max() ?? 0
+                    let gap = difference(resumed[name] ?? [], reference)
+                    XCTAssertLessThanOrEqual(gap, 4 * placementGap + 1e-6 * max(scale, 1),
+                                             "\(config) resumed \(first) → \(second) ranks: \(name) is \(gap) from the \(second)-rank run, which is \(placementGap) from the \(first)-rank run")
+                }
+            }
+        }
     }
 
     /// OKDHP on 2 ranks (3 branches): the aggregation unit (a replicated module) and its momentum come back exactly.
