@@ -69,3 +69,11 @@ let package = Package(
                                                               "TestSupport"]),
     ]
 )
+
+// MARK: Fuzzing (launch/fuzz only)
+// libFuzzer targets for the readers of untrusted input, built with -sanitize=fuzzer (which supplies main), so the
+// target exists only when DISTILL_FUZZ is set: an ordinary build would have no entry point to link.
+if Context.environment["DISTILL_FUZZ"] != nil {
+    package.targets.append(.executableTarget(name: "DistillFuzz", dependencies: ["Datasets", "TensorFiles", "Training"],
+                                             path: "Sources/DistillFuzz"))
+}

@@ -77,6 +77,8 @@ public struct Batch {
     public let labels: [Int]?
     /// Items of the dataset in this batch.
     public let indices: [Int]
+    /// Each item's position in the global batch (a data-parallel replica holds a slice of it).
+    public let positions: [Int]
 }
 
 /// Builds one batch of `items` (indices into `data`). Peer p's view of the sample at position k of the global
@@ -102,5 +104,5 @@ public func makeBatch(_ data: Dataset, items: [Int], positions: [Int]? = nil, au
         images.append(t)
     }
     let labels = data.isLabeled ? items.map { data.label($0)! } : nil
-    return Batch(images: images, labels: labels, indices: items)
+    return Batch(images: images, labels: labels, indices: items, positions: pos)
 }

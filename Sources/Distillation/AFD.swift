@@ -78,7 +78,7 @@ public final class AFD: DistillationMethod {
                OptionKey("adversarial_lr", .number(min: 0, max: nil, openMin: true), default: .number(2e-5),
                          help: "Adam learning rate of the discriminators and of the networks' adversarial update (constant)"),
                OptionKey("adversarial_weight", .number(min: 0, max: nil, openMin: false), default: .number(1),
-                         help: "λ, the weight of the networks' adversarial loss")]) { c, _ in
+                         help: "λ, the weight of the networks' adversarial loss")], dataParallel: true) { c, _ in
             guard c.peers >= 2 else { throw MethodError("afd needs at least 2 networks in its cycle, got \(c.peers)") }
             let channels = try (0..<c.peers).map { try c.channels(ofPeer: $0).features }
             return AFD(localPeers: c.placement.localPeers, channels: channels, seed: c.seed,

@@ -12,7 +12,7 @@ import Tensors
 public final class DML: DistillationMethod {
     public static let spec = MethodSpec(
         name: "dml", summary: "Zhang et al. 2018: CE + mean over the other peers of T²·KL(p_j ‖ p_i), others detached",
-        keys: [.temperature(1)]) { c, _ in DML(temperature: c.options.number("temperature")) }
+        keys: [.temperature(1)], dataParallel: true) { c, _ in DML(temperature: c.options.number("temperature")) }
 
     public let name = "dml"
     public let temperature: Float

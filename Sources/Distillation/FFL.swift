@@ -47,7 +47,7 @@ public final class FFL: DistillationMethod {
                OptionKey("fusion_weight_decay", .number(min: 0, max: nil, openMin: false), default: .number(1e-5),
                          help: "weight decay of the fusion module (the official 1e-5; the networks use optimizer.weight_decay)"),
                OptionKey("shared_stem", .bool, default: .bool(false),
-                         help: "FFL-S, the official CIFAR form: the peers (one model) share conv1..layer2; false fuses whole networks")]) { c, g in
+                         help: "FFL-S, the official CIFAR form: the peers (one model) share conv1..layer2; false fuses whole networks")], dataParallel: true) { c, g in
             let channels = try (0..<c.peers).map { try c.channels(ofPeer: $0).features }
             return FFL(localPeers: c.placement.localPeers, channels: channels, fusedChannels: channels[0], classes: c.classes, seed: c.seed,
                        temperature: c.options.number("temperature"), rampUpEpochs: c.options.int("rampup_epochs"),

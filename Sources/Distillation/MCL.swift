@@ -16,6 +16,11 @@
 // Distributed: one branch per rank. The stem is replicated (gradients summed); [z_j ‖ e_j] travel in one
 // differentiable allgather; host(i) owns M_i and computes every ℓ_ij that reads it (Σ_{j≠i} ℓ_ij), so each ordered
 // pair is computed once and its gradient reaches e_j through the allgather's backward; bank updates are local.
+// With data-parallel replicas (each branch on D ranks, each taking a slice of the batch): the negatives are keyed
+// by the sample's position in the whole batch, every Z_ij is the whole batch's mean (one allreduce of its sum),
+// and every replica updates its banks with the whole batch's embeddings (gathered), so the replicas compute what
+// one rank per branch computes.
+import Collectives
 import Foundation
 import Layers
 import Models
@@ -30,7 +35,7 @@ public final class MCL: DistillationMethod {
                OptionKey("nce_momentum", .number(min: 0, max: 1, openMin: false), default: .number(0.5), help: "memory bank momentum"),
                OptionKey("embedding_dim", .int(min: 1), default: .int(128), help: "dimension of the embedding heads and banks"),
                OptionKey("contrast_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.025), help: "weight β of Σ ℓ_ij"),
-               OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight α of the last branch's KL to the mean logits")]) { c, _ in
+               OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight α of the last branch's KL to the mean logits")], dataParallel: true) { c, _ in
             guard c.peers >= 2 else { throw MethodError("mcl needs at least 2 branches (models), got \(c.peers)") }
             guard Set(c.trainLabels).count >= 2 else {
                 throw MethodError("mcl needs a labelled training set of at least two classes (its negatives are drawn from other classes)")
@@ -76,22 +81,28 @@ public final class MCL: DistillationMethod {
     public func peerExtraState(_ k: Int) -> Module? { banks[k] }
 
     /// idx [N·(K+1)]: for each sample its item, then K items of other classes, without replacement unless K
-    /// exceeds them; the same on every rank (a stream per (seed, epoch, step, position)).
-    public func contrastIndices(items: [Int], labels: [Int], epoch: Int, step: Int) -> [Int] {
+    /// exceeds them; the same on every rank (a stream per (seed, epoch, step, position in the whole batch);
+    /// `positions` empty: 0..<N).
+    public func contrastIndices(items: [Int], labels: [Int], epoch: Int, step: Int, positions: [Int] = []) -> [Int] {
         var idx: [Int] = []
         idx.reserveCapacity(items.count * (negatives + 1))
         for (b, (t, y)) in zip(items, labels).enumerated() {
-            var g = Generator(seed: seed, stream: [0x6E65_6773, UInt64(epoch), UInt64(step), UInt64(b)])  // "negs"
+            let position = positions.isEmpty ? b : positions[b]
+            var g = Generator(seed: seed, stream: [0x6E65_6773, UInt64(epoch), UInt64(step), UInt64(position)])  // "negs"
             idx.append(t)
             negativesPool.draw(negatives, otherThan: y, into: &idx, generator: &g)
         }
         return idx
     }
 
-    /// ℓ_ij for bank i (local branch k) against embedding e_j [N, D].
-    func pairTerm(bankRows: Tensor, _ e: Tensor) -> Tensor {
+    /// ℓ_ij for bank i (local branch k) against embedding e_j [N, D]; with replicas, Z from the whole batch.
+    func pairTerm(bankRows: Tensor, _ e: Tensor, replicas: Communicator?) throws -> Tensor {
         let scores = batchedMatVec(bankRows, e) * (1 / tau)
-        return memoryContrastLoss(scores, dataCount: dataCount)
+        guard let comm = replicas else { return memoryContrastLoss(scores, dataCount: dataCount) }
+        let s = scores.detached().exp()
+        var sum = [s.sum().array.reduce(0) { $0 + Double($1) }, Double(s.count)]
+        try comm.allReduce(&sum, op: .sum)
+        return memoryContrastLoss(scores, dataCount: dataCount, z: Float(sum[0] / sum[1]) * Float(dataCount))
     }
 
     public func step(_ input: StepInput, cohort: Cohort) throws -> StepResult {
@@ -104,7 +115,7 @@ public final class MCL: DistillationMethod {
         let joined = try cohort.gather(zip(logits, embeddings).map { concat([$0, $1], axis: 1) })
         let allLogits = joined.map { $0.slice(axis: 1, 0..<c) }, allEmbeddings = joined.map { $0.slice(axis: 1, c..<(c + d)) }
         let mean = meanLogits(allLogits).detached()
-        let idx = contrastIndices(items: input.indices, labels: labels, epoch: input.epoch, step: input.step)
+        let idx = contrastIndices(items: input.indices, labels: labels, epoch: input.epoch, step: input.step, positions: input.positions)
         var total: Tensor?, losses: [Float] = [], ce: Float = 0, kl: Float = 0, contrast: Float = 0
         let peers = cohort.peers
         for (k, p) in cohort.placement.localPeers.enumerated() {
@@ -118,14 +129,21 @@ public final class MCL: DistillationMethod {
             }
             let rows = banks[k].rows(idx, samples: n)
             for j in 0..<peers where j != p {
-                let l = pairTerm(bankRows: rows, allEmbeddings[j])
+                let l = try pairTerm(bankRows: rows, allEmbeddings[j], replicas: cohort.replicaComm)
                 loss = loss + l * contrastWeight
                 contrast += l.item
             }
             losses.append(loss.item)
             total = total.map { $0 + loss } ?? loss
         }
-        pending = (input.indices, embeddings.map { $0.detached() })
+        var items = input.indices, taken = embeddings.map { $0.detached() }
+        if let comm = cohort.replicaComm {
+            // The whole batch updates every replica's banks, so they stay the same on every replica.
+            let counts = try gatherCounts(items.count, on: comm)
+            taken = try withoutGradients { try taken.map { try allGather($0, counts: counts, on: comm) } }
+            items = try allGatherInts(items, counts: counts, on: comm)
+        }
+        pending = (items, taken)
         return StepResult(objective: total!, peerLogits: logits, peerLoss: losses,
                           terms: ["ce": ce, "kl": kl * kdWeight, "contrast": contrast * contrastWeight], teacherLogits: mean)
     }

@@ -73,10 +73,17 @@ public struct StepInput {
     public let step: Int
     /// The batch's items: positions in the training set (`MethodContext.trainLabels`), the same on every rank.
     public let indices: [Int]
+    /// Each sample's position in the global batch (data-parallel replicas hold slices of it): what streams keyed
+    /// by position use, so that the split does not change them. Empty: 0..<batch size.
+    public let positions: [Int]
 
-    public init(images: [Tensor], labels: [Int]?, epoch: Int, step: Int, indices: [Int] = []) {
+    public init(images: [Tensor], labels: [Int]?, epoch: Int, step: Int, indices: [Int] = [], positions: [Int] = []) {
         self.images = images; self.labels = labels; self.epoch = epoch; self.step = step; self.indices = indices
+        self.positions = positions
     }
+
+    /// The position of this batch's sample `b` in the global batch.
+    public func position(_ b: Int) -> Int { positions.isEmpty ? b : positions[b] }
 }
 
 /// What a method returns for one step on one rank.

@@ -64,6 +64,7 @@ public final class OEC: DistillationMethod {
                OptionKey("feature_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the stage-map MSE terms"),
                OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the students' T²·KL to z_T"),
                OptionKey("train_adapters", .bool, default: .bool(false), help: "train the 1×1 adapters (the official code leaves them at their random initialisation)")],
+        dataParallel: true,
         makePeer: { c, p, g in
             guard Set(c.models).count == 1 else {
                 throw MethodError("oec builds every student from one CIFAR ResNet, scaled in width; give one model name for every student (models: [resnet32, resnet32, ...]), got \(c.models.joined(separator: ", "))")

@@ -86,7 +86,7 @@ public final class OKDHP: DistillationMethod {
         keys: [OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(2), help: "weight kd of every branch's KL to the aggregated ensemble"),
                OptionKey("ensemble_weight", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight of the ensemble's own task loss"),
                OptionKey("rampup_epochs", .int(min: 0), default: .int(90), help: "epochs of the sigmoid ramp-up of kd (official: 90 of 150)"),
-               OptionKey("fau_hidden", .int(min: 1), default: .int(64), help: "hidden width of the aggregation unit")]) { c, g in
+               OptionKey("fau_hidden", .int(min: 1), default: .int(64), help: "hidden width of the aggregation unit")], dataParallel: true) { c, g in
             guard c.peers >= 2 else { throw MethodError("okdhp needs at least 2 branches (models), got \(c.peers)") }
             let fau = FeatureAggregationUnit(channels: try c.channels(ofPeer: 0).stem, hidden: c.options.int("fau_hidden"),
                                              outputs: c.classes, branches: c.peers, generator: &g)

@@ -21,7 +21,7 @@ public final class PCL: DistillationMethod {
     public static let spec = MethodSpec(
         name: "pcl", summary: "Wu & Gong 2021: per-peer views through a shared stem, a peer-ensemble teacher and temporal-mean peer teachers",
         keys: [.temperature(3), .rampUp,
-               OptionKey("mean_teacher_decay", .number(min: 0, max: 1, openMin: false), default: .number(0.999), help: "largest EMA decay of the peer mean teachers")]) { c, g in
+               OptionKey("mean_teacher_decay", .number(min: 0, max: 1, openMin: false), default: .number(0.999), help: "largest EMA decay of the peer mean teachers")], dataParallel: true) { c, g in
             PCL(peers: c.peers, featureChannels: try c.channels(ofPeer: 0).features, classes: c.classes,
                 meanTeachers: try c.placement.localPeers.map { try c.model(c.models[$0]) }, temperature: c.options.number("temperature"),
                 rampUpEpochs: c.options.int("rampup_epochs"), maxDecay: c.options.number("mean_teacher_decay"), generator: &g)

@@ -152,7 +152,9 @@ public struct MethodSpec {
     public let summary: String
     /// Its `method.*` keys (besides `name`).
     public let keys: [OptionKey]
-    /// With one peer on several ranks, trains one model data-parallel (methods whose peers learn independently).
+    /// With more ranks than peers, trains every peer data-parallel on R / P replicas, each taking a slice of the
+    /// batch, computing what P ranks compute on the whole batch (batch norm synchronised across replicas). Not for
+    /// methods with a batch-level term that does not split (CSS's ratio of the two networks' batch CE).
     public let dataParallel: Bool
     /// Trains on images without labels: unlabeled images (`dataset.unlabeled`) may join every batch.
     public let labelFree: Bool

@@ -3,7 +3,18 @@
 // running estimate, as PyTorch), x̂ = (x − μ)·istd with istd = 1/√(σ² + ε), y = γ·x̂ + β.
 // Backward (training): dx = istd/M · (M·dx̂ − Σdx̂ − x̂·Σ(dx̂·x̂)), dx̂ = dy·γ; dγ = Σ dy·x̂, dβ = Σ dy.
 // Backward (eval): dx = dy·γ·istd_running.
+// Synchronised (data-parallel replicas, `BatchStatistics.allReduce` set): every Σ above runs over the whole batch,
+// each replica's partial sums added across replicas (M too), as PyTorch's SyncBatchNorm; dγ and dβ stay the local
+// sums (the gradient mean across replicas completes them).
 import Foundation
+
+/// The data-parallel context of training-mode batch norm: when a model's batch is split over replicas, the
+/// trainer sets `allReduce` to sum a vector of Doubles across them, and batch norm then normalises with the
+/// whole batch's statistics (forward and backward; its backward is pinned on the tape, so every replica runs it).
+/// nil (the default): each process's batch is the whole batch.
+public enum BatchStatistics {
+    public nonisolated(unsafe) static var allReduce: ((inout [Double]) -> Void)?
+}
 
 /// Batch norm of `x` (channels last) with affine `weight`/`bias` [C]. In training mode, normalises with the
 /// batch statistics and updates `runningMean`/`runningVar` in place with `momentum`; in eval mode, uses them.
@@ -16,32 +27,41 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if let w = weight { precondition(w.count == C, "batchNorm: weight has \(w.count) entries, expected \(C)") }
     if let b = bias { precondition(b.count == C, "batchNorm: bias has \(b.count) entries, expected \(C)") }
     let M = C == 0 ? 0 : x.count / C
-    precondition(!training || M > 1, "batchNorm: training needs more than one value per channel, got input \(x.shape)")
+    let sync = training ? BatchStatistics.allReduce : nil
+    precondition(!training || M > 1 || sync != nil, "batchNorm: training needs more than one value per channel, got input \(x.shape)")
+    var total = Double(M)  // values per channel over the whole batch (every replica's, when synchronised)
     let xp = x.data
     let mean = Tensor(zeros: [C]), istd = Tensor(zeros: [C])
     let mu = mean.data, inv = istd.data
     if training {
         // Two passes per channel: the mean, then the centred second moment (float within 64-row blocks,
         // Double across blocks; fixed blocks, so the result does not depend on the thread count).
-        let s = rowBlockReduce(rows: M, width: C) { r, acc in
+        var s = rowBlockReduce(rows: M, width: C) { r, acc in
             blockedRowSums(r, width: C, into: acc) { row, t in
                 let xr = xp + row * C
                 for c in 0..<C { t[c] += xr[c] }
             }
         }
-        for c in 0..<C { mu[c] = Float(s[c] / Double(M)) }
-        let q = rowBlockReduce(rows: M, width: C) { r, acc in
+        if let sync {
+            s.append(Double(M))
+            sync(&s)
+            total = s.removeLast()
+            precondition(total > 1, "batchNorm: training needs more than one value per channel over the replicas' batch")
+        }
+        for c in 0..<C { mu[c] = Float(s[c] / total) }
+        var q = rowBlockReduce(rows: M, width: C) { r, acc in
             blockedRowSums(r, width: C, into: acc) { row, t in
                 let xr = xp + row * C
                 for c in 0..<C { let d = xr[c] - mu[c]; t[c] += d * d }
             }
         }
+        sync?(&q)
         let rm = runningMean.data, rv = runningVar.data
         for c in 0..<C {
-            let v = q[c] / Double(M)
+            let v = q[c] / total
             inv[c] = Float(1 / (v + Double(eps)).squareRoot())
             rm[c] = (1 - momentum) * rm[c] + momentum * mu[c]
-            rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / Double(M - 1))
+            rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / (total - 1))
         }
     } else {
         for c in 0..<C {
@@ -68,27 +88,29 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     var inputs = [x]
     if let w = weight { inputs.append(w) }
     if let b = bias { inputs.append(b) }
-    out.record(inputs: inputs) { out in
+    let backward = { (out: Tensor) in
         let mu = mean.data, inv = istd.data  // re-read from the captured tensors, which own the memory
         let dy = out.grad!.data
         // With fused ReLU the upstream gradient passes only where the output is positive.
         let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
         // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
-        let sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
+        var sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
             blockedRowSums(r, width: 2 * C, into: acc) { row, t in
                 bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t, t + C, C)
             }
         }
-        let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
-        var k = [Float](repeating: 0, count: 3 * C)
+        // dγ and dβ from this batch's rows; dx from the whole batch's sums when synchronised.
         if let w = weight, w.requiresGrad {
             let gw = w.gradBuffer()
-            for c in 0..<C { gw[c] += Float(sdyx[c]) }
+            for c in 0..<C { gw[c] += Float(sums[C + c] * Double(inv[c])) }
         }
         if let b = bias, b.requiresGrad {
             let gb = b.gradBuffer()
-            for c in 0..<C { gb[c] += Float(sdy[c]) }
+            for c in 0..<C { gb[c] += Float(sums[c]) }
         }
+        sync?(&sums)
+        let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
+        var k = [Float](repeating: 0, count: 3 * C)
         guard x.requiresGrad else { return }
         let gx = x.gradBuffer()
         // training: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂));  eval: dx = γ·istd·dy
@@ -96,7 +118,7 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         for c in 0..<C {
             let scale = (weight?.data[c] ?? 1) * inv[c]
             if training {
-                let m1 = Float(sdy[c] / Double(M)), m2 = Float(sdyx[c] / Double(M))
+                let m1 = Float(sdy[c] / total), m2 = Float(sdyx[c] / total)
                 k[c] = scale
                 k[C + c] = -scale * m2 * inv[c]
                 k[2 * C + c] = -scale * m1
@@ -111,6 +133,8 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
             }
         }
     }
+    // Synchronised, the backward is a collective: pinned, so every replica runs it, reached or not.
+    if sync != nil { out.recordPinned(inputs: inputs, backward: backward) } else { out.record(inputs: inputs, backward: backward) }
     return out
 }
 

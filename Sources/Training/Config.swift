@@ -243,7 +243,19 @@ public struct TrainConfig: Equatable {
             switch n {
             case .scalar: break
             case let .sequence(s): stack.append(contentsOf: s)
-            case let .mapping(m): for (k, v) in m { stack.append(k); stack.append(v) }
+            case let .mapping(m):
+                for (k, v) in m {
+                    // A key that is itself a list or a mapping ("? a: b") names nothing here (and YAML readers
+                    // that expect text keys trap on it).
+                    switch k {
+                    case .scalar: break
+                    case .mapping, .sequence:
+                        let kind: String
+                        if case .mapping = k { kind = "mapping" } else { kind = "list" }
+                        throw ConfigError("\(source)\(k.mark.map { " line \($0.line)" } ?? ""): a key must be a name, not a \(kind)")
+                    }
+                    stack.append(k); stack.append(v)
+                }
             }
         }
         return node

@@ -28,11 +28,13 @@ public final class Experiment {
     public let config: TrainConfig
     /// Every rank of the job.
     let world: Communicator
-    /// The ranks the peers are placed over: the world, or (data-parallel) this rank alone.
+    /// The ranks the peers are placed over: the world, or (with replicas) this replica's ranks.
     let peerComm: Communicator
     let placement: PeerPlacement
-    /// Data-parallel replicas: one model trained on `replicas` ranks, each taking its shard of every batch.
+    /// Data-parallel replicas: each peer trained on `replicas` ranks, each taking its shard of every batch.
     let replica: Int, replicas: Int
+    /// The ranks holding the same peers as this one (one per replica), when there are replicas.
+    let replicaComm: Communicator?
     let train: Dataset, test: Dataset
     /// The held-out part of the training set (`dataset.validation` images), nil without one.
     let validation: Dataset?
@@ -65,18 +67,31 @@ public final class Experiment {
         world = comm
         let P = config.models.count, spec = config.methodSpec
         peerModels = (0..<P).map { spec.peerModelName(config.models, $0) }
-        if P == 1 && comm.size > 1 {
+        if comm.size > P {
+            // P peer ranks × D data-parallel replicas, peer-major (rank = peer rank · D + replica): each peer's
+            // replicas are neighbours (their gradient mean, the larger exchange, stays within a node when D divides
+            // a node's slots); logits and features travel within a replica's P ranks.
+            guard comm.size % P == 0 else {
+                throw ConfigError("\(comm.size) ranks for \(P) peers: with more ranks than peers every peer trains data-parallel on the same number of ranks, so run a multiple of \(P) ranks (or at most \(P))")
+            }
             guard spec.dataParallel else {
-                throw ConfigError("\(config.method) with one peer on \(comm.size) ranks: data-parallel training is available for \(MethodRegistry.all.filter(\.dataParallel).map(\.name).joined(separator: ", ")); give method \(config.method) at least \(comm.size) peers")
+                throw ConfigError("\(config.method) with \(P) peer\(P == 1 ? "" : "s") on \(comm.size) ranks: data-parallel replicas are available for \(MethodRegistry.all.filter(\.dataParallel).map(\.name).joined(separator: ", ")); run \(config.method) on at most \(P) ranks")
             }
-            peerComm = try comm.split(color: comm.rank, key: 0)
-            replica = comm.rank; replicas = comm.size
+            replicas = comm.size / P
+            replica = comm.rank % replicas
+            peerComm = try comm.split(color: replica, key: comm.rank / replicas)
+            replicaComm = try comm.split(color: comm.rank / replicas, key: replica)
         } else {
-            guard P >= comm.size else {
-                throw ConfigError("\(comm.size) ranks for \(P) peers: every rank hosts at least one peer, so run with 1 to \(P) ranks (or give one peer to train it data-parallel)")
-            }
             peerComm = comm
             replica = 0; replicas = 1
+            replicaComm = nil
+        }
+        // Training-mode batch norm over the whole batch when it is split (synchronised across a peer's replicas).
+        let statistics = replicaComm
+        BatchStatistics.allReduce = statistics.map { c in
+            { values in
+                do { try c.allReduce(&values, op: .sum) } catch { c.abort("batch-norm statistics across replicas: \(error)", code: 1) }
+            }
         }
         placement = try PeerPlacement(peers: P, ranks: peerComm.size, rank: peerComm.rank)
         if let t = config.threads { Threads.set(t) }
@@ -153,7 +168,7 @@ public final class Experiment {
             stem = SharedStem(models: models, comm: peerComm, perPeerViews: method.augmentsPerPeer,
                               peer0: localPeers[0] == 0 ? nil : all[0])
         }
-        cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem, replicaComm: replicas > 1 ? world : nil)
+        cohort = Cohort(placement: placement, comm: peerComm, models: models, stem: stem, replicaComm: replicaComm)
         method.start(cohort: cohort)
         methodState = ModuleGroup(method.modules)
         var all: [RankParameter] = []

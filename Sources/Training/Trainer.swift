@@ -149,10 +149,11 @@ public final class Trainer {
         try x.world.allReduce(&sums, op: .sum)
         metrics.terms = Dictionary(uniqueKeysWithValues: zip(termNames, sums.map(Float.init)))
         if method.teacherName != nil { metrics.teacherTrainTop1 = Float(sums.last!) }
-        if x.replicas > 1 {
-            // Data-parallel replicas keep replica 0's batch-norm statistics, as DDP's buffer broadcast does.
+        if let replicas = x.replicaComm {
+            // Batch norm is synchronised across replicas, so their running statistics agree but for float
+            // summation order; replica 0's are kept, as DDP's buffer broadcast does.
             let buffers = x.models.flatMap { $0.namedBuffers() } + x.methodState.namedBuffers()
-            try broadcastValues(buffers.map { $0.1.value }, on: x.world, root: 0)
+            try broadcastValues(buffers.map { $0.1.value }, on: replicas, root: 0)
         }
         metrics.communicationSeconds = x.world.communicationSeconds - commStart
         return metrics
@@ -189,7 +190,8 @@ public final class Trainer {
         var views = batch.images
         if let extra = unlabeledImages(globalStep: globalStep) { views = zip(views, extra).map { concat([$0, $1], axis: 0) } }
         let images = method.augmentsPerPeer ? views : Array(repeating: views[0], count: x.models.count)
-        let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep, indices: batch.indices)
+        let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep, indices: batch.indices,
+                              positions: batch.positions)
         x.optimizer.lr = lr
         var result = try method.step(input, cohort: x.cohort)
         try update(phase: 0, result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step)
@@ -211,7 +213,7 @@ public final class Trainer {
         phase.optimizer.zeroGrad()
         objective.backward()
         if x.peerComm.size > 1 { try syncGradients(phase.replicated, on: x.peerComm, mode: .sum) }
-        if x.replicas > 1 { try syncGradients(phase.optimizer.parameters.map { $0.1.value }, on: x.world, mode: .mean) }
+        if let replicas = x.replicaComm { try syncGradients(phase.optimizer.parameters.map { $0.1.value }, on: replicas, mode: .mean) }
         phase.optimizer.step()
         try x.cohort.stem?.synchronizeStatistics()
     }

@@ -239,6 +239,9 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(refusal("# " + String(repeating: "x", count: 1 << 20)).contains("a config is at most 1048576 bytes"))
         XCTAssertTrue(refusal("").contains("hostile.yaml: the config has no keys"))
         XCTAssertTrue(refusal("# only a comment\n").contains("the config has no keys"))
+        // Keys that are mappings or lists (found by launch/fuzz: the YAML reader trapped on them).
+        XCTAssertTrue(refusal("method:\n? teacher_model: resnet32\n").contains("hostile.yaml line 2: a key must be a name, not a mapping"), refusal("method:\n? teacher_model: resnet32\n"))
+        XCTAssertTrue(refusal("[a, b]: 1\n").contains("a key must be a name, not a list"), refusal("[a, b]: 1\n"))
         // A checkpoint's state.json: too large, or not the expected object.
         let run = RunDirectory(NSTemporaryDirectory() + "distill-state-" + UUID().uuidString)
         defer { try? FileManager.default.removeItem(atPath: run.path) }
