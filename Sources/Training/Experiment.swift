@@ -224,6 +224,16 @@ public final class Experiment {
     }
 
     var isLeader: Bool { world.rank == 0 }
+
+    /// Every communicator this rank's collectives run on: the world, and the peer and replica groups it is split
+    /// into when peers have replicas.
+    var communicators: [Communicator] { [world] + (peerComm !== world ? [peerComm] : []) + (replicaComm.map { [$0] } ?? []) }
+    /// Seconds this rank has spent in collectives, over every communicator.
+    var communicationSeconds: Double { communicators.reduce(0) { $0 + $1.communicationSeconds } }
+    /// Payload this rank has handed to and taken from collectives, over every communicator.
+    var payloadBytes: (sent: Int, received: Int) {
+        communicators.reduce((0, 0)) { ($0.0 + $1.payloadBytes.sent, $0.1 + $1.payloadBytes.received) }
+    }
     /// Whether this rank writes its peers' checkpoint files (one replica does).
     var writesPeers: Bool { replica == 0 }
 

@@ -23,6 +23,8 @@ public final class Trainer {
     var lastEpochSeconds: Double?
 
     var config: TrainConfig { experiment.config }
+    /// Data-parallel replicas of each peer (1: none).
+    public var replicas: Int { experiment.replicas }
     var method: DistillationMethod { experiment.method }
 
     /// Trains for the configured epochs into `config.output`; returns the metrics of the epochs run. With `resume`,
@@ -97,7 +99,7 @@ public final class Trainer {
         // Each step's peer losses and terms, one row per step, summed over ranks once at the epoch's end.
         let width = x.placement.peers + termNames.count
         var stepRows = [Double](repeating: 0, count: config.tensorboard ? steps * width : 0), stepLRs: [Float] = []
-        let commStart = x.world.communicationSeconds, start = Date()
+        let commStart = x.communicationSeconds, start = Date()
         x.setTraining(true)
         for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
             let lr = x.schedule.lr(epoch: Double(epoch) + Double(step) / Double(steps))
@@ -155,7 +157,7 @@ public final class Trainer {
             let buffers = x.models.flatMap { $0.namedBuffers() } + x.methodState.namedBuffers()
             try broadcastValues(buffers.map { $0.1.value }, on: replicas, root: 0)
         }
-        metrics.communicationSeconds = x.world.communicationSeconds - commStart
+        metrics.communicationSeconds = x.communicationSeconds - commStart
         return metrics
     }
 
@@ -241,9 +243,9 @@ public final class Trainer {
         while times.count < steps {
             for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
                 try x.world.barrier()
-                let c0 = x.world.communicationSeconds, b0 = x.world.payloadBytes, t0 = Date()
+                let c0 = x.communicationSeconds, b0 = x.payloadBytes, t0 = Date()
                 _ = try trainStep(batch, epoch: epoch, step: step, globalStep: global, lr: config.lr)
-                let c1 = x.world.communicationSeconds, b1 = x.world.payloadBytes
+                let c1 = x.communicationSeconds, b1 = x.payloadBytes
                 try x.world.barrier()
                 if global >= warmup {
                     times.append(Date().timeIntervalSince(t0))

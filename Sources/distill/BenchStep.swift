@@ -37,12 +37,12 @@ struct BenchStep: ParsableCommand {
     /// The `--json` output.
     struct JSONOutput: Encodable {
         let config: String, method: String, models: [String]
-        let ranks: Int, threads: Int, batch: Int, steps: Int
+        let ranks: Int, replicas: Int, threads: Int, batch: Int, steps: Int
         let stepMsMean: Double, stepMsMedian: Double, imagesPerSecond: Double, communicationShare: Double
         let payloadSentKibPerStep: Double, payloadReceivedKibPerStep: Double
         let peakRssMib: [Double]
         enum CodingKeys: String, CodingKey {
-            case config, method, models, ranks, threads, batch, steps
+            case config, method, models, ranks, replicas, threads, batch, steps
             case stepMsMean = "step_ms_mean", stepMsMedian = "step_ms_median", imagesPerSecond = "images_per_second"
             case communicationShare = "communication_share", peakRssMib = "peak_rss_mib"
             case payloadSentKibPerStep = "payload_sent_kib_per_step", payloadReceivedKibPerStep = "payload_received_kib_per_step"
@@ -69,16 +69,17 @@ struct BenchStep: ParsableCommand {
             let sorted = times.sorted()
             let mean = total / Double(times.count), median = sorted[sorted.count / 2]
             guard comm.rank == 0 else { return }
-            let ips = Double(batch) / mean
+            let ips = Double(batch) / mean, replicas = trainer.replicas
             if format.json {
-                let r = JSONOutput(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, threads: Threads.count,
+                let r = JSONOutput(config: config, method: cfg.method, models: cfg.models, ranks: comm.size, replicas: replicas, threads: Threads.count,
                                batch: batch, steps: steps, stepMsMean: 1000 * mean, stepMsMedian: 1000 * median,
                                imagesPerSecond: ips, communicationShare: share[0],
                                payloadSentKibPerStep: share[1], payloadReceivedKibPerStep: share[2], peakRssMib: memory)
                 try printJSON(r)
                 return
             }
-            print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s) × \(Threads.count) thread(s), batch \(batch)")
+            print("\(config): method \(cfg.method), peers \(cfg.models.joined(separator: ", ")), \(comm.size) rank(s)"
+                + (replicas > 1 ? " (\(replicas) data-parallel replicas of each peer)" : "") + " × \(Threads.count) thread(s), batch \(batch)")
             print(String(format: "  step time      %.2f ms mean, %.2f ms median over %d steps", 1000 * mean, 1000 * median, steps))
             print(String(format: "  images/s       %.1f", ips))
             print(String(format: "  communication  %.2f%% of the step (slowest rank)", 100 * share[0]))
