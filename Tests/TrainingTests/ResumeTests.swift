@@ -144,7 +144,8 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(modules.map(\.0).first, "align.weight")
     }
 
-    /// A checkpoint is placement-free: written by R ranks and resumed on R' (2 → 1 and 1 → 3, three peers), the run
+    /// A checkpoint is placement-free: written by R ranks and resumed on R' (2 → 1, 1 → 3 and, with 2 replicas of
+    /// each peer, 6 → 3; three peers), the run
     /// ends as close to the uninterrupted run on R' as the uninterrupted runs on R and R' are to each other (float
     /// summation order, which training amplifies), tensor by tensor: for `one` (a shared stem, a replicated gate
     /// and their optimiser state) and `pcl` (per-peer mean teachers). Losing any saved state (momentum, a mean
@@ -172,14 +173,16 @@ final class ResumeTests: XCTestCase {
         func difference(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
         for config in ["one", "pcl"] {
             var straight: [Int: [String: [Float]]] = [:]
-            for ranks in [1, 2, 3] {
+            // `one` also from 3 peers × 2 data-parallel replicas (6 ranks) to one rank per peer.
+            let pairs = config == "one" ? [(2, 1), (1, 3), (6, 3)] : [(2, 1), (1, 3)]
+            for ranks in Set(pairs.flatMap { [$0.0, $0.1] }).sorted() {
                 train(config, ranks: ranks, out: dir + "/\(config)-straight\(ranks)", epochs: 2, resume: false)
                 straight[ranks] = try tensors(dir + "/\(config)-straight\(ranks)")
             }
             let names = straight[1]!.keys.sorted()
             XCTAssertTrue(names.contains { $0.hasPrefix("shared.optimizer") } && names.contains { $0.hasPrefix("peer2.optimizer") }, "\(names.prefix(5))")
             if config == "pcl" { XCTAssertTrue(names.contains { $0.hasPrefix("peer2.extra") }, "the mean teachers") }
-            for (first, second) in [(2, 1), (1, 3)] {
+            for (first, second) in pairs {
                 let out = dir + "/\(config)-\(first)to\(second)"
                 train(config, ranks: first, out: out, epochs: 1, resume: false)
                 XCTAssertEqual(try RunDirectory(out).readState().ranks, first)
