@@ -122,6 +122,12 @@ int cmpi_allgatherv(int comm, const void *send, int count, void *recv, const int
     return rc != MPI_SUCCESS ? rc : wait_for(&req, timeout);
 }
 
+int cmpi_reduce_scatter(int comm, const void *send, void *recv, const int *counts, int dtype, int op, double timeout) {
+    MPI_Request req;
+    int rc = MPI_Ireduce_scatter(send, recv, counts, type_of(dtype), op_of(op), get(comm), &req);
+    return rc != MPI_SUCCESS ? rc : wait_for(&req, timeout);
+}
+
 int cmpi_bcast(int comm, void *buffer, int count, int dtype, int root, double timeout) {
     MPI_Request req;
     int rc = MPI_Ibcast(buffer, count, type_of(dtype), root, get(comm), &req);

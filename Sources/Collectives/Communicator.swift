@@ -32,7 +32,8 @@ public protocol Communicator: AnyObject {
     /// Seconds spent inside collectives so far (for metrics).
     var communicationSeconds: Double { get }
     /// Payload this rank has handed to and taken from its collectives so far, in bytes: an allreduce counts its
-    /// buffer each way, an allgather its own part sent and the others' parts received, a broadcast its buffer on
+    /// buffer each way, an allgather its own part sent and the others' parts received, a reduce-scatter the
+    /// others' blocks each way, a broadcast its buffer on
     /// the root (sent) or elsewhere (received), an exchange its messages. Wire traffic depends on MPI's algorithms.
     var payloadBytes: (sent: Int, received: Int) { get }
 
@@ -46,6 +47,9 @@ public protocol Communicator: AnyObject {
     func allGather(_ send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>) throws
     /// Like allGather with per-rank counts (`counts[r]` floats from rank r; `count` must be counts[rank]).
     func allGather(_ send: UnsafePointer<Float>, count: Int, counts: [Int], into recv: UnsafeMutablePointer<Float>) throws
+    /// Reduces every rank's `send` (Σ counts floats) elementwise and leaves rank r's block, `counts[r]` floats at
+    /// offset Σ counts[..<r], in its `recv` (MPI_Reduce_scatter).
+    func reduceScatter(_ send: UnsafePointer<Float>, counts: [Int], into recv: UnsafeMutablePointer<Float>, op: ReduceOp) throws
     /// Copies root's `count` floats to every rank.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Copies root's bytes to every rank (the count must agree).

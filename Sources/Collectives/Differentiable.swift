@@ -1,6 +1,7 @@
 // Collectives on the tape: a loss that reads other ranks' tensors backpropagates into them exactly as if all
 // peers lived in one process.
-//   allGather:    y = [x_0; …; x_{R−1}]   backward: dx_r = (Σ_ranks dy)[r]   (reduce-scatter)
+//   allGather:    y = [x_0; …; x_{R−1}]   backward: dx_r = (Σ_ranks dy)[r]   (a reduce-scatter: each rank
+//                                                                           receives only its own block)
 //   allReduceSum: y = Σ_r x_r             backward: dx = Σ_ranks dy           (allreduce)
 //
 // The collective rule. The backward of a differentiable collective is itself a collective, so every rank must run
@@ -36,16 +37,18 @@ public func allGather(_ x: Tensor, counts: [Int], on comm: Communicator) throws 
     } else {
         try comm.allGather(x.data, count: x.count, counts: counts.map { $0 * row }, into: out.data)
     }
-    let offset = counts[..<comm.rank].reduce(0, +) * row, n = x.count
+    let n = x.count
+    let blocks = counts.map { $0 * row }
     out.recordPinned(inputs: [x]) { out in
-        // Each rank's dy holds gradients for every rank's rows: sum them, keep our own.
-        let g = out.grad!.copy()
-        do { try comm.allReduce(g.data, count: g.count, op: .sum) } catch {
+        // Each rank's dy holds gradients for every rank's rows: their sum over ranks, of our own rows only (a
+        // reduce-scatter: each rank receives its block, not the whole gathered gradient).
+        let mine = Tensor(zeros: [n])
+        do { try comm.reduceScatter(out.grad!.data, counts: blocks, into: mine.data, op: .sum) } catch {
             comm.abort("allGather backward: \(error)", code: 1)
         }
         guard x.requiresGrad else { return }
-        let gx = x.gradBuffer(), mine = g.data + offset
-        for i in 0..<n { gx[i] += mine[i] }
+        let gx = x.gradBuffer(), m = mine.data
+        for i in 0..<n { gx[i] += m[i] }
     }
     return out
 }

@@ -42,10 +42,11 @@ public final class MPICommunicator: Communicator {
     }
 
     enum Op: Int64 {
-        case allReduceFloat = 1, allReduceDouble, allReduceInt, allGather, allGatherV, broadcast, broadcastBytes, barrier, exchange
+        case allReduceFloat = 1, allReduceDouble, allReduceInt, allGather, allGatherV, broadcast, broadcastBytes, barrier, exchange,
+             reduceScatter
         var name: String {
             ["", "allReduce(float)", "allReduce(double)", "allReduce(int64)", "allGather", "allGather(variable)",
-             "broadcast", "broadcast(bytes)", "barrier", "exchange"][Int(rawValue)]
+             "broadcast", "broadcast(bytes)", "barrier", "exchange", "reduceScatter"][Int(rawValue)]
         }
     }
 
@@ -114,6 +115,20 @@ public final class MPICommunicator: Communicator {
     public func allGather(_ send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>) throws {
         try collective(.allGather, count: count, sent: 4 * count, received: 4 * count * (size - 1)) {
             cmpi_allgather(handle, send, Int32(count), recv, Int32(CMPI_FLOAT.rawValue), $0)
+        }
+    }
+
+    public func reduceScatter(_ send: UnsafePointer<Float>, counts: [Int], into recv: UnsafeMutablePointer<Float>, op: ReduceOp) throws {
+        guard counts.count == size, counts.allSatisfy({ $0 >= 0 }) else {
+            throw CollectiveError.badArgument("reduceScatter: counts \(counts) must have \(size) non-negative entries")
+        }
+        let total = counts.reduce(0, +)
+        var c32 = counts.map { Int32($0) }
+        try c32.withUnsafeMutableBufferPointer { cb in
+            // Fingerprinted by the whole vector's size, which every rank agrees on.
+            try collective(.reduceScatter, count: total, sent: 4 * (total - counts[rank]), received: 4 * (total - counts[rank])) {
+                cmpi_reduce_scatter(handle, send, recv, cb.baseAddress, Int32(CMPI_FLOAT.rawValue), op.rawValue, $0)
+            }
         }
     }
 

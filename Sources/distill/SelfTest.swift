@@ -66,6 +66,22 @@ struct SelfTestCollectives: ParsableCommand {
             try comm.allGather(m.baseAddress ?? UnsafePointer(o.baseAddress!), count: counts[me], counts: counts, into: o.baseAddress!) } }
         expect(outV == (0..<R).flatMap { r in (0..<counts[r]).map { value(20, r, $0) } }, "allGather(variable) counts \(counts)")
 
+        // reduceScatter: every rank's vector summed, each rank keeping its block (of the same uneven counts, one
+        // empty); values are small integers, so the sums are exact in any order.
+        let total = counts.reduce(0, +)
+        let vector = (0..<total).map { Float((me * 3 + $0 * 5) % 7) }
+        var block = [Float](repeating: .nan, count: max(counts[me], 1))
+        try vector.withUnsafeBufferPointer { v in try block.withUnsafeMutableBufferPointer { b in
+            try comm.reduceScatter(v.baseAddress!, counts: counts, into: b.baseAddress!, op: .sum) } }
+        let start = counts[..<me].reduce(0, +)
+        func summed(_ i: Int) -> Float {
+            var sum: Float = 0
+            for r in 0..<R { sum += Float((r * 3 + i * 5) % 7) }
+            return sum
+        }
+        let expected = (start..<(start + counts[me])).map(summed)
+        expect(Array(block.prefix(counts[me])) == expected, "reduceScatter counts \(counts): \(block.prefix(counts[me])) vs \(expected)")
+
         // broadcast from every root, floats and bytes; barrier.
         for root in 0..<R {
             let t = Tensor(shape: [5], values: (0..<5).map { value(30, me, $0) })

@@ -22,6 +22,8 @@ int cmpi_allreduce(int comm, void *buffer, int count, int dtype, int op, double 
 int cmpi_allgather(int comm, const void *send, int count, void *recv, int dtype, double timeout);
 int cmpi_allgatherv(int comm, const void *send, int count, void *recv, const int *counts, const int *displs,
                     int dtype, double timeout);
+/* Sums (op) every rank's `send` elementwise and leaves rank r's block of counts[r] items in its `recv`. */
+int cmpi_reduce_scatter(int comm, const void *send, void *recv, const int *counts, int dtype, int op, double timeout);
 int cmpi_bcast(int comm, void *buffer, int count, int dtype, int root, double timeout);
 int cmpi_barrier(int comm, double timeout);
 /* Point-to-point: receives recv_counts[i] items from sources[i] into recvs[i] and sends send_counts[i] items of
