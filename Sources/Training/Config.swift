@@ -241,7 +241,14 @@ public struct TrainConfig: Equatable {
                 throw ConfigError("\(source): more than \(maxNodes) values once its aliases are expanded; a config is far smaller")
             }
             switch n {
-            case .scalar: break
+            case let .scalar(scalar):
+                // YAML 1.1's base-60 numbers ("1:30") overflow the YAML reader's integers (found by launch/fuzz);
+                // no config value is one.
+                let text = scalar.string
+                if scalar.style == .plain, text.contains(":"), let first = text.first, first.isNumber || first == "-" || first == "+",
+                   text.allSatisfy({ $0.isASCII && ($0.isNumber || "_:+-.".contains($0)) }) {
+                    throw ConfigError("\(source)\(n.mark.map { " line \($0.line)" } ?? ""): '\(text.prefix(40))' reads as a base-60 number; quote it if it is text")
+                }
             case let .sequence(s): stack.append(contentsOf: s)
             case let .mapping(m):
                 for (k, v) in m {

@@ -242,6 +242,9 @@ final class TrainerTests: XCTestCase {
         // Keys that are mappings or lists (found by launch/fuzz: the YAML reader trapped on them).
         XCTAssertTrue(refusal("method:\n? teacher_model: resnet32\n").contains("hostile.yaml line 2: a key must be a name, not a mapping"), refusal("method:\n? teacher_model: resnet32\n"))
         XCTAssertTrue(refusal("[a, b]: 1\n").contains("a key must be a name, not a list"), refusal("[a, b]: 1\n"))
+        XCTAssertTrue(refusal("-4333333333333333330:4\n").contains("hostile.yaml line 1: '-4333333333333333330:4' reads as a base-60 number"),
+                      refusal("-4333333333333333330:4\n"))
+        XCTAssertTrue(refusal("seed: 1:30\n").contains("reads as a base-60 number"), refusal("seed: 1:30\n"))
         // A checkpoint's state.json: too large, or not the expected object.
         let run = RunDirectory(NSTemporaryDirectory() + "distill-state-" + UUID().uuidString)
         defer { try? FileManager.default.removeItem(atPath: run.path) }
