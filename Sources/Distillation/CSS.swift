@@ -16,6 +16,9 @@
 // W − L of rows 0..L−1 (a missing colon); here it is the top-right square the other masks suggest.
 // Distributed (one network per rank, or both on one): each rank stacks its network's joint logits [n, N, C·n] and
 // gathers them on the tape; rank X forms L_X from its own and the gathered other, so ∂L_X/∂z^Y travels back to Y.
+// With data-parallel replicas each forms CE and KD on its slice of the batch and the ratio from the whole batch's
+// CE_X and CE_Y (a differentiable allreduce of both over the replicas), so the replicas' mean gradient is the
+// one-process gradient of the whole batch's L.
 import Collectives
 import Layers
 import Models
@@ -102,6 +105,7 @@ public final class CSS: DistillationMethod {
     public static let spec = MethodSpec(
         name: "css", summary: "Fan et al. 2022: two multi-branch networks, masked branches on joint labels, KD weighted by the CE ratio",
         keys: [.temperature(3), OptionKey("branches", .int(min: 2), default: .int(3), help: "branches n per network (at most 4 masks)")],
+        dataParallel: true,
         makePeer: { c, p, g in
             let n = c.options.int("branches")
             guard n <= 4 else { throw MethodError("method.branches: at most 4 (one mask per corner), got \(n)") }
@@ -144,7 +148,14 @@ public final class CSS: DistillationMethod {
             let ceX = crossEntropy(joints[k], labels: labels), ceY = crossEntropy(other, labels: labels)
             let kdX = zip(joints[k], other).map { klDivergence(student: $0, teacher: $1, temperature: temperature) }
                 .reduce(Tensor(scalar: 0), +) * (1 / Float(n))
-            let loss = ceX + ceX / ceY * kdX
+            var ratio = ceX / ceY
+            if let comm = cohort.replicaComm {
+                // With replicas, the ratio of the whole batch's losses: every replica's sums, on the tape (the
+                // allreduce's backward brings every replica's KD_X to each one's CE terms, as in one process).
+                let sums = try allReduceSum(concat([ceX.reshaped([1]), ceY.reshaped([1])], axis: 0), on: comm)
+                ratio = (sums.slice(axis: 0, 0..<1) / sums.slice(axis: 0, 1..<2)).reshaped([])
+            }
+            let loss = ceX + ratio * kdX
             total = total.map { $0 + loss } ?? loss
             losses.append(loss.item); ce += ceX.item; kd += kdX.item
         }

@@ -153,8 +153,9 @@ public struct MethodSpec {
     /// Its `method.*` keys (besides `name`).
     public let keys: [OptionKey]
     /// With more ranks than peers, trains every peer data-parallel on R / P replicas, each taking a slice of the
-    /// batch, computing what P ranks compute on the whole batch (batch norm synchronised across replicas). Not for
-    /// methods with a batch-level term that does not split (CSS's ratio of the two networks' batch CE).
+    /// batch, computing what P ranks compute on the whole batch (batch norm synchronised across replicas). A method
+    /// opts in once every term of its objective splits that way (a term over the whole batch, such as CSS's ratio
+    /// of batch losses or MCL's normaliser, reduced across `Cohort.replicaComm`); the default refuses replicas.
     public let dataParallel: Bool
     /// Trains on images without labels: unlabeled images (`dataset.unlabeled`) may join every batch.
     public let labelFree: Bool
