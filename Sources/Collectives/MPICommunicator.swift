@@ -45,8 +45,18 @@ public final class MPICommunicator: Communicator {
         case allReduceFloat = 1, allReduceDouble, allReduceInt, allGather, allGatherV, broadcast, broadcastBytes, barrier, exchange,
              reduceScatter
         var name: String {
-            ["", "allReduce(float)", "allReduce(double)", "allReduce(int64)", "allGather", "allGather(variable)",
-             "broadcast", "broadcast(bytes)", "barrier", "exchange", "reduceScatter"][Int(rawValue)]
+            switch self {
+            case .allReduceFloat: return "allReduce(float)"
+            case .allReduceDouble: return "allReduce(double)"
+            case .allReduceInt: return "allReduce(int64)"
+            case .allGather: return "allGather"
+            case .allGatherV: return "allGather(variable)"
+            case .broadcast: return "broadcast"
+            case .broadcastBytes: return "broadcast(bytes)"
+            case .barrier: return "barrier"
+            case .exchange: return "exchange"
+            case .reduceScatter: return "reduceScatter"
+            }
         }
     }
 
