@@ -114,8 +114,9 @@ final class NetnsClusterTests: XCTestCase {
     }
 
     /// Nodes that share no disk at the output path (each sees its own directory there): training writes the
-    /// whole checkpoint on rank 0's node and nothing on the other, resume and eval read it from there, and the
-    /// run ends with the files of the same run on two local ranks sharing one disk, bit for bit.
+    /// whole checkpoint on rank 0's node and nothing on the other; one rank is killed mid-run and
+    /// `launch/run --max-restarts 1` resumes the job from rank 0's node; eval reads it from there across the nodes;
+    /// and the run ends with the files of the same run on two local ranks sharing one disk, bit for bit.
     func testCheckpointIsWholeOnRankZerosNodeWithoutASharedDisk() throws {
         let out = dir + "/out"
         _ = runProcess("/bin/sh", [script, "down", "2"])
@@ -123,22 +124,41 @@ final class NetnsClusterTests: XCTestCase {
         XCTAssertEqual(up.status, 0, up.output)
         usleep(1_000_000)
         let config = packageRoot + "/configs/dml.yaml"
-        let sets = ["--set", "models=[resnet8, resnet8]", "--set", "dataset.train_subset=512", "--set", "dataset.test_subset=256",
-                    "--set", "threads=1", "--set", "tensorboard=false", "--set", "schedule.name=multistep", "--set", "schedule.milestones=[10]"]
-        let first = launch(["train", config, "--out", out + "/run", "--set", "epochs=1"] + sets)
-        XCTAssertEqual(first.status, 0, first.output)
+        let sets = ["--set", "models=[resnet8, resnet8]", "--set", "dataset.train_subset=1024", "--set", "dataset.test_subset=256",
+                    "--set", "threads=1", "--set", "tensorboard=false", "--set", "epochs=3"]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: packageRoot + "/launch/run")
+        p.arguments = ["--max-restarts", "1"] + launchArguments(["train", config, "--out", out + "/run"] + sets)
+        p.environment = childEnvironment()
+        let logPath = dir + "/launch.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
         let node1 = dir + "/disk1/run/checkpoints", node2 = dir + "/disk2"
-        XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 1, "state.json on rank 0's node")
-        let files = Set((try? FileManager.default.contentsOfDirectory(atPath: node1 + "/epoch-1")) ?? [])
+        var start = Date()
+        while committedEpoch(dir + "/disk1/run") == nil && p.isRunning && Date().timeIntervalSince(start) < 120 { usleep(5_000) }
+        // Rank 1 (on node 2): the training processes' command lines start with the binary.
+        let ranks = runProcess("/usr/bin/pgrep", ["-f", "^\(distillBinary) train .*\(out)/run"])
+        let pids = ranks.output.split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+        XCTAssertEqual(pids.count, 2, "two ranks running: \(ranks.output)")
+        if let victim = pids.last { kill(victim, SIGKILL) }
+        start = Date()
+        while p.isRunning && Date().timeIntervalSince(start) < 300 { usleep(50_000) }
+        if p.isRunning { p.terminate(); _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", out + "/run"]) }
+        p.waitUntilExit()
+        try log.close()
+        let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, output)
+        XCTAssertTrue(output.contains("restart 1 of 1 (train --resume-if-checkpoint)"), output)
+        XCTAssertTrue(output.contains("resuming after epoch 1"), "resumed from rank 0's node: \(output)")
+        XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 3, "state.json on rank 0's node")
+        let files = Set((try? FileManager.default.contentsOfDirectory(atPath: node1 + "/epoch-3")) ?? [])
         XCTAssertEqual(files, ["peer0.safetensors", "peer0.optimizer.safetensors", "peer1.safetensors", "peer1.optimizer.safetensors"])
         let elsewhere = FileManager.default.enumerator(atPath: node2)?.allObjects as? [String] ?? []
         XCTAssertTrue(elsewhere.allSatisfy { !$0.hasSuffix(".safetensors") && !$0.hasSuffix("state.json") }, "nothing of the checkpoint on node 2: \(elsewhere)")
         XCTAssertTrue((try? FileManager.default.contentsOfDirectory(atPath: out))?.isEmpty ?? true, "the launching namespace's own directory is untouched")
-
-        let resumed = launch(["train", config, "--out", out + "/run", "--set", "epochs=2", "--resume"] + sets)
-        XCTAssertEqual(resumed.status, 0, resumed.output)
-        XCTAssertTrue(resumed.output.contains("resuming after epoch 1"), resumed.output)
-        XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 2)
 
         // Evaluated across the nodes (rank 1 reads its peer from rank 0's node) and in one process from that disk.
         func top1(_ r: ProcessResult) -> [Double]? {
@@ -153,11 +173,11 @@ final class NetnsClusterTests: XCTestCase {
         XCTAssertEqual(across, local)
 
         // The same run on two local ranks with one disk, uninterrupted.
-        let straight = runProcess(packageRoot + "/launch/run", ["-np", "2", "--", "train", config, "--out", dir + "/straight", "--set", "epochs=2"] + sets, timeout: 300)
+        let straight = runProcess(packageRoot + "/launch/run", ["-np", "2", "--", "train", config, "--out", dir + "/straight"] + sets, timeout: 300)
         XCTAssertEqual(straight.status, 0, straight.output)
-        for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-2") {
-            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-2/" + f),
-                           FileManager.default.contents(atPath: node1 + "/epoch-2/" + f), "\(f) bit for bit")
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-3") {
+            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-3/" + f),
+                           FileManager.default.contents(atPath: node1 + "/epoch-3/" + f), "\(f) bit for bit")
         }
     }
 }
