@@ -204,32 +204,45 @@ public struct TrainConfig: Equatable {
         guard bytes.count <= maxBytes else {
             throw ConfigError("\(source): \(bytes.count) bytes; a config is at most \(maxBytes) bytes")
         }
-        // Flow nesting ([ and { outside quotes and comments) and indentation, line by line.
-        var depth = 0, quote: UInt8?, comment = false, atLineStart = true, indent = 0, previous: UInt8 = 10, line = 1
-        for b in bytes {
-            if b == 10 { comment = false; atLineStart = true; indent = 0; line += 1; previous = b; continue }
+        // Flow nesting ([ and { outside quotes and comments) and indentation, line by line: an upper bound on the
+        // YAML reader's recursion, which has no limit of its own. Where this scan and YAML could disagree, the scan
+        // errs toward counting more: a quote opens a quoted scalar only where YAML's can (at a line's start or after
+        // "[", "{", ",", or ": ", "- ", "? "), a double-quoted scalar's escapes are skipped, and block indicators
+        // at a line's start ("- - - x") count as indentation, as YAML nests them.
+        var depth = 0, quote: UInt8?, escaped = false, comment = false, atLineStart = true, indent = 0, line = 1
+        var previous: UInt8 = 10, lastToken: UInt8?  // the byte before; the line's last byte outside spaces
+        func isBlank(_ c: UInt8) -> Bool { c == 32 || c == 9 }
+        for (i, b) in bytes.enumerated() {
+            defer { previous = b }
+            if b == 10 { comment = false; atLineStart = true; indent = 0; line += 1; lastToken = nil; continue }
             if atLineStart {
-                if b == 32 {
+                let next = i + 1 < bytes.count ? bytes[i + 1] : 10
+                let indicator = quote == nil && (b == 45 || b == 63 || b == 58) && (isBlank(next) || next == 10)  // - ? :
+                if b == 32 || indicator {
                     indent += 1
                     guard indent <= maxIndent else { throw ConfigError("\(source) line \(line): indented more than \(maxIndent) spaces") }
-                    previous = b; continue
+                    continue
                 }
                 atLineStart = false
             }
-            if comment { previous = b; continue }
+            if comment { continue }
             if let q = quote {
-                if b == q && !(q == 34 && previous == 92) { quote = nil }
-            } else if b == 34 || b == 39 {
-                quote = b
-            } else if b == 35 && (previous == 32 || previous == 9 || previous == 10) {
-                comment = true
+                if q == 34 && escaped { escaped = false } else if q == 34 && b == 92 { escaped = true } else if b == q { quote = nil; lastToken = b }
+                continue
+            }
+            if b == 34 || b == 39 {
+                let opens: Bool
+                if let t = lastToken { opens = t == 91 || t == 123 || t == 44 || ((t == 58 || t == 45 || t == 63) && isBlank(previous)) } else { opens = true }
+                if opens { quote = b; escaped = false; continue }
+            } else if b == 35 && (isBlank(previous) || previous == 10 || lastToken == nil) {
+                comment = true; continue
             } else if b == 91 || b == 123 {
                 depth += 1
                 guard depth <= maxFlowDepth else { throw ConfigError("\(source) line \(line): brackets nested more than \(maxFlowDepth) deep") }
             } else if b == 93 || b == 125 {
                 depth = max(0, depth - 1)
             }
-            previous = b
+            if !isBlank(b) { lastToken = b }
         }
         // Values counted with every alias expanded, stopping at the limit.
         let node: Node?

@@ -245,6 +245,17 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(refusal("-4333333333333333330:4\n").contains("hostile.yaml line 1: '-4333333333333333330:4' reads as a base-60 number"),
                       refusal("-4333333333333333330:4\n"))
         XCTAssertTrue(refusal("seed: 1:30\n").contains("reads as a base-60 number"), refusal("seed: 1:30\n"))
+        // Nesting the bracket count must not lose (found by launch/fuzz: an apostrophe inside a word hid 3,000
+        // brackets on later lines, and "- - - …" nests without brackets; the YAML reader overflowed its stack).
+        let brackets = String(repeating: "[", count: 3000)
+        for text in ["output: the paper's recipe\nmodels: \(brackets)\n", "output: \"a\\\\\"\nmodels: \(brackets)\n",
+                     "models: [it's, \(brackets)\n"] {
+            XCTAssertTrue(refusal(text).contains("brackets nested more than 64 deep"), "\(text.prefix(40)): \(refusal(text))")
+        }
+        let dashes = "models:\n  " + String(repeating: "- ", count: 20_000) + "resnet8\n"
+        XCTAssertTrue(refusal(dashes).contains("hostile.yaml line 2: indented more than 512 spaces"), refusal(dashes))
+        XCTAssertEqual(try TrainConfig.parse("models: ['a''b', \"c\\\"d\", it's]\nmethod: {name: dml}\n# a [ comment\n", source: "x").models,
+                       ["a'b", "c\"d", "it's"], "quotes, escapes and apostrophes read as YAML reads them")
         // A checkpoint's state.json: too large, or not the expected object.
         let run = RunDirectory(NSTemporaryDirectory() + "distill-state-" + UUID().uuidString)
         defer { try? FileManager.default.removeItem(atPath: run.path) }
