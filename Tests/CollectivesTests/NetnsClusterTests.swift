@@ -126,33 +126,15 @@ final class NetnsClusterTests: XCTestCase {
         let config = packageRoot + "/configs/dml.yaml"
         let sets = ["--set", "models=[resnet8, resnet8]", "--set", "dataset.train_subset=1024", "--set", "dataset.test_subset=256",
                     "--set", "threads=1", "--set", "tensorboard=false", "--set", "epochs=3"]
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRoot + "/launch/run")
-        p.arguments = ["--max-restarts", "1"] + launchArguments(["train", config, "--out", out + "/run"] + sets)
-        p.environment = childEnvironment()
-        let logPath = dir + "/launch.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
+        // Rank 1 (on node 2) is killed once the first checkpoint is committed on node 1.
+        let r = try runKillingOneRank(["--max-restarts", "1"] + launchArguments(["train", config, "--out", out + "/run"] + sets),
+                                      log: dir + "/launch.log", ranks: out + "/run", pick: { $0.last },
+                                      until: { self.committedEpoch(self.dir + "/disk1/run") != nil })
         let node1 = dir + "/disk1/run/checkpoints", node2 = dir + "/disk2"
-        var start = Date()
-        while committedEpoch(dir + "/disk1/run") == nil && p.isRunning && Date().timeIntervalSince(start) < 120 { usleep(5_000) }
-        // Rank 1 (on node 2): the training processes' command lines start with the binary.
-        let ranks = runProcess("/usr/bin/pgrep", ["-f", "^\(distillBinary) train .*\(out)/run"])
-        let pids = ranks.output.split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
-        XCTAssertEqual(pids.count, 2, "two ranks running: \(ranks.output)")
-        if let victim = pids.last { kill(victim, SIGKILL) }
-        start = Date()
-        while p.isRunning && Date().timeIntervalSince(start) < 300 { usleep(50_000) }
-        if p.isRunning { p.terminate(); _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", out + "/run"]) }
-        p.waitUntilExit()
-        try log.close()
-        let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        XCTAssertEqual(p.terminationStatus, 0, output)
-        XCTAssertTrue(output.contains("restart 1 of 1 (train --resume-if-checkpoint)"), output)
-        XCTAssertTrue(output.contains("resuming after epoch 1"), "resumed from rank 0's node: \(output)")
+        XCTAssertEqual(r.ranksRunning, 2, "two ranks running")
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("restart 1 of 1 (train --resume-if-checkpoint)"), r.output)
+        XCTAssertTrue(r.output.contains("resuming after epoch 1"), "resumed from rank 0's node: \(r.output)")
         XCTAssertEqual(committedEpoch(dir + "/disk1/run"), 3, "state.json on rank 0's node")
         let files = Set((try? FileManager.default.contentsOfDirectory(atPath: node1 + "/epoch-3")) ?? [])
         XCTAssertEqual(files, ["peer0.safetensors", "peer0.optimizer.safetensors", "peer1.safetensors", "peer1.optimizer.safetensors"])

@@ -75,6 +75,35 @@ public func childEnvironment(_ extra: [String: String] = [:]) -> [String: String
     return env
 }
 
+/// Runs `launch/run` with `arguments` (which should include `--max-restarts`), waits until `committed()` says the
+/// first checkpoint is in place, SIGKILLs the training rank `pick` chooses among the processes whose command line
+/// starts with the binary and `train` and matches `pattern`, then waits (at most 300 s) for the job to end by
+/// itself. Returns its exit status, its output (kept in `logPath`) and the number of ranks that were running.
+public func runKillingOneRank(_ arguments: [String], log logPath: String, ranks pattern: String, pick: ([Int32]) -> Int32?,
+                              until committed: () -> Bool) throws -> (status: Int32, output: String, ranksRunning: Int) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: packageRoot + "/launch/run")
+    p.arguments = arguments
+    p.environment = childEnvironment()
+    FileManager.default.createFile(atPath: logPath, contents: nil)
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    p.standardOutput = log
+    p.standardError = log
+    try p.run()
+    var start = Date()
+    while !committed() && p.isRunning && Date().timeIntervalSince(start) < 120 { usleep(5_000) }
+    // The training processes' command lines start with the binary; mpirun's and the script's do not.
+    let ranks = runProcess("/usr/bin/pgrep", ["-f", "^\(distillBinary) train .*\(pattern)"])
+    let pids = ranks.output.split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+    if let victim = pick(pids) { kill(victim, SIGKILL) }
+    start = Date()
+    while p.isRunning && Date().timeIntervalSince(start) < 300 { usleep(50_000) }
+    if p.isRunning { p.terminate(); _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", pattern]) }
+    p.waitUntilExit()
+    try log.close()
+    return (p.terminationStatus, (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "", pids.count)
+}
+
 /// mpirun arguments for a local job of `ranks` processes on this machine (as the tests run it: oversubscribed,
 /// shared-memory single copy off for containers, TCP on loopback).
 public func localMPIRun(_ ranks: Int, _ arguments: [String], environment: [String] = []) -> [String] {

@@ -80,33 +80,13 @@ final class ResumeTests: XCTestCase {
         let a = runProcess(exe, straight, timeout: 300)
         XCTAssertEqual(a.status, 0, a.output)
         let (_, args) = command(2, dir + "/killed")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = ["--max-restarts", "1"] + args
-        p.environment = childEnvironment()
-        let logPath = dir + "/launch.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
         let state = dir + "/killed/checkpoints/state.json"
-        var start = Date()
-        while !FileManager.default.fileExists(atPath: state) && p.isRunning && Date().timeIntervalSince(start) < 120 { usleep(5_000) }
-        // One rank (the training processes' command lines start with the binary; mpirun's and the script's do not).
-        let ranks = runProcess("/usr/bin/pgrep", ["-f", "^\(distillBinary) train .*\(dir)/killed"])
-        let pids = ranks.output.split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
-        XCTAssertEqual(pids.count, 2, "two ranks running: \(ranks.output)")
-        if let victim = pids.first { kill(victim, SIGKILL) }
-        start = Date()
-        while p.isRunning && Date().timeIntervalSince(start) < 300 { usleep(50_000) }
-        if p.isRunning { p.terminate(); _ = runProcess("/usr/bin/pkill", ["-KILL", "-f", dir + "/killed"]) }
-        p.waitUntilExit()
-        try log.close()
-        let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        XCTAssertEqual(p.terminationStatus, 0, output)
-        XCTAssertTrue(output.contains("restart 1 of 1 (train --resume-if-checkpoint)"), output)
-        XCTAssertTrue(output.contains("resuming after epoch 1"), output)
+        let r = try runKillingOneRank(["--max-restarts", "1"] + args, log: dir + "/launch.log", ranks: dir + "/killed",
+                                      pick: { $0.first }, until: { FileManager.default.fileExists(atPath: state) })
+        XCTAssertEqual(r.ranksRunning, 2, "two ranks running")
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("restart 1 of 1 (train --resume-if-checkpoint)"), r.output)
+        XCTAssertTrue(r.output.contains("resuming after epoch 1"), r.output)
         for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/checkpoints/epoch-3") {
             XCTAssertEqual(FileManager.default.contents(atPath: dir + "/straight/checkpoints/epoch-3/" + f),
                            FileManager.default.contents(atPath: dir + "/killed/checkpoints/epoch-3/" + f), "\(f) bit for bit")
