@@ -81,9 +81,6 @@ public struct StepInput {
         self.images = images; self.labels = labels; self.epoch = epoch; self.step = step; self.indices = indices
         self.positions = positions
     }
-
-    /// The position of this batch's sample `b` in the global batch.
-    public func position(_ b: Int) -> Int { positions.isEmpty ? b : positions[b] }
 }
 
 /// What a method returns for one step on one rank.

@@ -101,6 +101,12 @@ extension Experiment {
 
     /// Loads the weights of a checkpoint (on rank 0's node) into the local peers and the method's modules.
     public func loadWeights(from dir: RunDirectory.Checkpoint) throws {
+        try loadWeights(from: dir, files: try readFromLeader(weightFiles(dir)))
+    }
+
+    /// The files of `dir` that loadWeights reads on this rank: its peers' weights, modules and extra state, and
+    /// the method's replicated modules.
+    private func weightFiles(_ dir: RunDirectory.Checkpoint) -> [String] {
         var paths: [String] = []
         for (k, p) in placement.localPeers.enumerated() {
             paths.append(dir.peer(p))
@@ -108,7 +114,7 @@ extension Experiment {
             if method.peerExtraState(k) != nil { paths.append(dir.peerExtra(p)) }
         }
         if !method.modules.isEmpty { paths.append(dir.method) }
-        try loadWeights(from: dir, files: try readFromLeader(paths))
+        return paths
     }
 
     private func loadWeights(from dir: RunDirectory.Checkpoint, files: [String: Data]) throws {
@@ -160,15 +166,8 @@ extension Experiment {
             throw ConfigError("cannot resume: the checkpoint has \(state.peers) peers, the config \(placement.peers)")
         }
         let dir = run.checkpoint(epoch: state.epoch)
-        var paths: [String] = []
-        for (k, p) in placement.localPeers.enumerated() {
-            paths += [dir.peer(p), dir.peerOptimizer(p)]
-            if method.peerModule(k) != nil { paths.append(dir.peerModule(p)) }
-            if method.peerExtraState(k) != nil { paths.append(dir.peerExtra(p)) }
-        }
-        if !method.modules.isEmpty { paths.append(dir.method) }
-        if !replicated.isEmpty { paths.append(dir.sharedOptimizer) }
-        let files = try readFromLeader(paths)
+        let optimizerFiles = placement.localPeers.map(dir.peerOptimizer) + (replicated.isEmpty ? [] : [dir.sharedOptimizer])
+        let files = try readFromLeader(weightFiles(dir) + optimizerFiles)
         try loadWeights(from: dir, files: files)
         for o in optimizers.map(\.optimizer) { for (name, _) in o.parameters { try o.setState(of: name, []) } }
         for p in placement.localPeers {
