@@ -75,4 +75,7 @@ public final class KDMethod: DistillationMethod {
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         Predictions(peers: cohort.logits(x), teacher: teacher.logits(x))
     }
+
+    public var teacherIsFrozen: Bool { true }
+    public func evaluatePeers(_ x: Tensor, cohort: Cohort) throws -> Predictions { Predictions(peers: cohort.logits(x)) }
 }

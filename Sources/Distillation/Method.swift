@@ -187,6 +187,11 @@ public protocol DistillationMethod: AnyObject {
     func step(_ input: StepInput, cohort: Cohort) throws -> StepResult
     /// Evaluation-mode logits of the local peers and of the teacher (identical on every rank) for a batch.
     func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions
+    /// Whether the teacher is fixed for the whole run (offline distillation from a checkpoint): its accuracy on a
+    /// split is then measured at the first evaluation and reused, and later evaluations call `evaluatePeers`.
+    var teacherIsFrozen: Bool { get }
+    /// The local peers' evaluation-mode logits without the teacher's (for a method whose teacher is frozen).
+    func evaluatePeers(_ x: Tensor, cohort: Cohort) throws -> Predictions
     /// Names of the further predictions `evaluate` reports for a cohort of `peers`, the same on every rank.
     func extraNames(peers: Int) -> [String]
     /// Runs once the cohort is in place (a shared stem set), before training or restoring.
@@ -214,6 +219,12 @@ extension DistillationMethod {
     public var stemEnd: Int? { nil }
     public var augmentsPerPeer: Bool { false }
     public var teacherName: String? { nil }
+    public var teacherIsFrozen: Bool { false }
+    public func evaluatePeers(_ x: Tensor, cohort: Cohort) throws -> Predictions {
+        var p = try evaluate(x, cohort: cohort)
+        p.teacher = nil
+        return p
+    }
     public func extraNames(peers: Int) -> [String] { [] }
     public func start(cohort: Cohort) {}
     public func afterStep(cohort: Cohort, step: Int) {}

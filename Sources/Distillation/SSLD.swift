@@ -54,4 +54,7 @@ public final class SSLDMethod: DistillationMethod {
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {
         Predictions(peers: cohort.logits(x), teacher: teacher.logits(x))
     }
+
+    public var teacherIsFrozen: Bool { true }
+    public func evaluatePeers(_ x: Tensor, cohort: Cohort) throws -> Predictions { Predictions(peers: cohort.logits(x)) }
 }

@@ -254,10 +254,15 @@ public final class Experiment {
         on ? methodState.train() : methodState.eval()
     }
 
-    /// Top-1 and top-5 accuracy of every peer and of the teacher on the test split, or on `data` (the validation
-    /// split), in eval mode without a tape.
+    /// A frozen teacher's summed top-1 and top-5 fractions on the test split ("test") and on the validation split,
+    /// measured at the first evaluation of each (empty it to measure again).
+    public var frozenTeacherAccuracy: [String: [Double]] = [:]
+
+    /// Top-1 and top-5 accuracy of every peer and of the teacher on the test split, or on `split` (the validation
+    /// split), in eval mode without a tape. A frozen teacher (`teacherIsFrozen`) is evaluated once per split.
     public func evaluate(on split: Dataset? = nil) throws -> Evaluation {
-        let data = split ?? test
+        let data = split ?? test, splitName = split == nil ? "test" : "validation"
+        let knownTeacher = method.teacherIsFrozen ? frozenTeacherAccuracy[splitName] : nil
         let sampler = EpochSampler(count: data.count, batchSize: 256, seed: 0, shuffle: false, dropLast: false)
         var top1 = [Double](repeating: 0, count: models.count), top5 = top1
         var teacher = [0.0, 0.0]
@@ -270,7 +275,8 @@ public final class Experiment {
                                      replica: replica, replicas: replicas) {
                 let labels = batch.labels!
                 if labels.isEmpty { continue }  // a replica's empty share of a small last batch (data-parallel only)
-                let predictions = try method.evaluate(batch.images[0], cohort: cohort)
+                let predictions = knownTeacher == nil ? try method.evaluate(batch.images[0], cohort: cohort)
+                                                      : try method.evaluatePeers(batch.images[0], cohort: cohort)
                 for (i, name) in extraNames.enumerated() {
                     if let logits = predictions.extra[name] { extra[i] += topCounts(logits, labels).top1 }
                 }
@@ -288,6 +294,11 @@ public final class Experiment {
         // The teacher's counts (rank 0's) and every extra prediction's (its host's), summed over ranks.
         var sums = (teacher + extra).map { $0 / n }
         try world.allReduce(&sums, op: .sum)
+        if let known = knownTeacher {
+            sums.replaceSubrange(0..<2, with: known)
+        } else if method.teacherIsFrozen {
+            frozenTeacherAccuracy[splitName] = Array(sums.prefix(2))
+        }
         let hasTeacher = method.teacherName != nil
         return Evaluation(top1: try gatherPeerValues(top1.map { $0 / n }).map(Float.init),
                           top5: try gatherPeerValues(top5.map { $0 / n }).map(Float.init),

@@ -156,6 +156,32 @@ final class TrainerTests: XCTestCase {
     }
 
     /// A trainer for the default config with `overrides`, writing to `out`, printing nothing.
+    /// A frozen teacher is evaluated once per split: later evaluations reuse its accuracy and run only the peers,
+    /// whose figures are those of a full evaluation.
+    func testFrozenTeacherIsEvaluatedOncePerSplit() throws {
+        try requirePrerequisites(.fashionMNIST)
+        let root = NSTemporaryDirectory() + "distill-frozen-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let teacher = try trainTeacher(in: root).filter { $0 != "--set" }
+        let trainer = try quietTrainer(out: root + "/kd", ["epochs=2", "batch_size=64", "dataset.train_subset=320", "dataset.validation=64",
+                                                           "dataset.test_subset=128", "method.name=kd", "threads=1"] + teacher)
+        let history = try trainer.run()
+        let x = trainer.experiment
+        let cached = x.frozenTeacherAccuracy
+        XCTAssertEqual(Set(cached.keys), ["test", "validation"])
+        XCTAssertEqual(history.map(\.teacherTestTop1), [Float(cached["test"]![0]), Float(cached["test"]![0])])
+        XCTAssertEqual(history.map(\.teacherValTop1), [Float(cached["validation"]![0]), Float(cached["validation"]![0])])
+        let reused = try x.evaluate()
+        x.frozenTeacherAccuracy = [:]
+        let full = try x.evaluate()
+        XCTAssertEqual(reused.top1, full.top1)
+        XCTAssertEqual(reused.top5, full.top5)
+        XCTAssertEqual(reused.teacherTop1, full.teacherTop1)
+        XCTAssertEqual(reused.teacherTop5, full.teacherTop5)
+        x.frozenTeacherAccuracy["test"] = [0.5, 0.75]
+        XCTAssertEqual(try x.evaluate().teacherTop1, 0.5, "the stored accuracy is used, the teacher not run again")
+    }
+
     func quietTrainer(out: String, _ overrides: [String]) throws -> Trainer {
         var c = try TrainConfig.parse("", source: "test", overrides: overrides)
         c.output = out
