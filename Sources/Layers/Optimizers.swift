@@ -85,7 +85,10 @@ public final class SGD: Optimizer {
         self.weightDecay = weightDecay; self.nesterov = nesterov
     }
 
-    public func step() {
+    public func step() { Profiler.measure(.optimizer) { update() } }
+
+    /// One update of every parameter that has a gradient.
+    func update() {
         for (k, name) in grouped.names.enumerated() {
             let p = grouped.parameters[k]
             guard let grad = p.value.grad else { continue }
@@ -159,7 +162,10 @@ public final class Adam: Optimizer {
         self.weightDecay = wd; self.decoupled = decoupled
     }
 
-    public func step() {
+    public func step() { Profiler.measure(.optimizer) { update() } }
+
+    /// One update of every parameter that has a gradient.
+    func update() {
         for (k, name) in grouped.names.enumerated() {
             let p = grouped.parameters[k]
             guard let grad = p.value.grad else { continue }

@@ -248,16 +248,14 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
     if let b = bias { precondition(b.shape == [g.co], "conv2d: bias shape \(b.shape), expected [\(g.co)]") }
     let M = g.n * g.oh * g.ow
-    let started = Profiler.isEnabled ? Profiler.now() : 0
-    defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
     let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
     let y = out.data
-    if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
-    let beta: Float = bias == nil ? 0 : 1
-
     let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
     let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
-    convForwardKernel(x.data, g, weight: weight.data, y: y, beta: beta)
+    Profiler.measure(.convolutionForward) {
+        if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
+        convForwardKernel(x.data, g, weight: weight.data, y: y, beta: bias == nil ? 0 : 1)
+    }
 
     out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
         conv2dBackward(x: x, weight: weight, bias: bias, dy: out.grad!.data, g,
@@ -266,21 +264,30 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     return out
 }
 
+/// The gradients of `conv2d`, each path's time handed to the profiler's data- and weight-gradient parts.
 func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutablePointer<Float>,
                     _ g: ConvGeometry, imagesPerChunk: Int, chunks: Int) {
+    Profiler.laps { laps in
+        conv2dBackward(x: x, weight: weight, bias: bias, dy: dy, g, imagesPerChunk: imagesPerChunk, chunks: chunks, laps: &laps)
+    }
+}
+
+func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutablePointer<Float>,
+                    _ g: ConvGeometry, imagesPerChunk: Int, chunks: Int, laps: inout Profiler.Laps) {
     let M = g.n * g.oh * g.ow
-    let started = Profiler.isEnabled ? Profiler.now() : 0
-    defer { if Profiler.isEnabled { Profiler.convolutionSeconds += Profiler.now() - started } }
     var needX = x.requiresGrad
     var needW = weight.requiresGrad
     if let b = bias, b.requiresGrad {
         let gb = b.gradBuffer()
         for r in 0..<M { accumulate(gb, dy + r * g.co, g.co) }
+        laps.lap(.convolutionWeightGradient)
     }
     if !needX && !needW { return }
     if depthwiseApplies(g) {
         depthwiseBackward(x.data, g, weight: weight.data, dy: dy, dx: needX ? x.gradBuffer() : nil,
                           dw: needW ? weight.gradBuffer() : nil)
+        // One fused pass over the same taps: its time is split evenly between the gradients it computes.
+        laps.lap([(.convolutionDataGradient, needX ? 1 : 0), (.convolutionWeightGradient, needW ? 1 : 0)])
         return
     }
     let wElems = g.co * g.kg
@@ -294,6 +301,7 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
                 gemm(transA: false, transB: false, m: M, n: g.cig, k: g.cog, a: dy + grp * g.cog, lda: g.co,
                      b: wp.data + grp * g.cog * g.cig, ldb: g.cig, beta: 1, c: dx + grp * g.cig, ldc: g.ci)
             }
+            laps.lap(.convolutionDataGradient)
         }
         if needW {
             let dwp = Tensor(zeros: [wElems])
@@ -309,6 +317,7 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
             let used = min(Threads.count, max(1, M / 256))
             for w in 0..<used { accumulate(dwp.data, partial[w][0], wElems) }
             addRowsToWeightGrad(dwp.data, g, weight.gradBuffer())
+            laps.lap(.convolutionWeightGradient)
         }
         return
     }
@@ -316,11 +325,13 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
     // Stride 1: dx accumulates a forward-style convolution of dy (no col2im scatter, no dcols buffer).
     if needX, let (gt, wt) = transposedConvolution(weight.data, g) {
         convForwardKernel(dy, gt, weight: wt.data, y: x.gradBuffer(), beta: 1)
+        laps.lap(.convolutionDataGradient)
         needX = false
         if !needW { return }
     }
     if needW && winogradApplies(g) {
         winogradWeightGradient(x.data, g, dy: dy, dw: weight.gradBuffer())
+        laps.lap(.convolutionWeightGradient)
         needW = false
         if !needX { return }
     }
@@ -330,7 +341,10 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
     let scratch = Scratch.shared.reserve(workers: workers, slots: 3, count: max(rowsMax * g.k, wElems))
     let dx = needX ? x.gradBuffer() : nil
     var used = [Bool](repeating: false, count: workers)
-    used.withUnsafeMutableBufferPointer { usedFlags in
+    // Seconds each worker spent on [weight gradient, data gradient], to share the region's time between them.
+    var workerSeconds = [Double](repeating: 0, count: 2 * workers)
+    let timed = Profiler.isEnabled
+    used.withUnsafeMutableBufferPointer { usedFlags in workerSeconds.withUnsafeMutableBufferPointer { spent in
         parallelRanges(chunks) { worker, chunkRange in
             usedFlags[worker] = true
             let cols = scratch[worker][0], dcols = scratch[worker][1], dwp = scratch[worker][2]
@@ -339,6 +353,7 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
                 let images = (c * imagesPerChunk)..<min(g.n, (c + 1) * imagesPerChunk)
                 let rows = images.count * g.oh * g.ow
                 let dy0 = dy + images.lowerBound * g.oh * g.ow * g.co
+                let t0 = timed ? Profiler.now() : 0
                 if needW {
                     im2col(x.data, g, images: images, cols)
                     for grp in 0..<g.groups {
@@ -347,6 +362,7 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
                              ldc: g.kg, parallel: false)
                     }
                 }
+                let t1 = timed ? Profiler.now() : 0
                 if let dx = dx {
                     for grp in 0..<g.groups {
                         gemm(transA: false, transB: false, m: rows, n: g.kg, k: g.cog, a: dy0 + grp * g.cog,
@@ -355,14 +371,17 @@ func conv2dBackward(x: Tensor, weight: Tensor, bias: Tensor?, dy: UnsafeMutableP
                     }
                     col2imAdd(dcols, g, images: images, dx)
                 }
+                if timed { spent[2 * worker] += t1 - t0; spent[2 * worker + 1] += Profiler.now() - t1 }
             }
         }
-    }
+    } }
+    let shares = stride(from: 0, to: workerSeconds.count, by: 2).reduce((0.0, 0.0)) { ($0.0 + workerSeconds[$1], $0.1 + workerSeconds[$1 + 1]) }
     if needW {
         let total = scratch[0][2]
         for w in 1..<workers where used[w] { accumulate(total, scratch[w][2], wElems) }
         addRowsToWeightGrad(total, g, weight.gradBuffer())
     }
+    laps.lap([(.convolutionWeightGradient, shares.0), (.convolutionDataGradient, shares.1)])
 }
 
 // MARK: - Naive reference

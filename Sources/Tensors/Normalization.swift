@@ -21,121 +21,124 @@ public enum BatchStatistics {
 /// With `fuseReLU`, returns max(0, BN(x)) in the same pass.
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, fuseReLU: Bool = false) -> Tensor {
-    let C = x.shape.last ?? 0
-    precondition(x.rank >= 2, "batchNorm: input \(x.shape) needs a channel axis last")
-    precondition(runningMean.count == C && runningVar.count == C, "batchNorm: running statistics must have \(C) entries")
-    if let w = weight { precondition(w.count == C, "batchNorm: weight has \(w.count) entries, expected \(C)") }
-    if let b = bias { precondition(b.count == C, "batchNorm: bias has \(b.count) entries, expected \(C)") }
-    let M = C == 0 ? 0 : x.count / C
-    let sync = training ? BatchStatistics.allReduce : nil
-    precondition(!training || M > 1 || sync != nil, "batchNorm: training needs more than one value per channel, got input \(x.shape)")
-    var total = Double(M)  // values per channel over the whole batch (every replica's, when synchronised)
-    let xp = x.data
-    let mean = Tensor(zeros: [C]), istd = Tensor(zeros: [C])
-    let mu = mean.data, inv = istd.data
-    if training {
-        // Two passes per channel: the mean, then the centred second moment (float within 64-row blocks,
-        // Double across blocks; fixed blocks, so the result does not depend on the thread count).
-        var s = rowBlockReduce(rows: M, width: C) { r, acc in
-            blockedRowSums(r, width: C, into: acc) { row, t in
-                let xr = xp + row * C
-                for c in 0..<C { t[c] += xr[c] }
+    Profiler.measure(.batchNorm) {
+        let C = x.shape.last ?? 0
+        precondition(x.rank >= 2, "batchNorm: input \(x.shape) needs a channel axis last")
+        precondition(runningMean.count == C && runningVar.count == C, "batchNorm: running statistics must have \(C) entries")
+        if let w = weight { precondition(w.count == C, "batchNorm: weight has \(w.count) entries, expected \(C)") }
+        if let b = bias { precondition(b.count == C, "batchNorm: bias has \(b.count) entries, expected \(C)") }
+        let M = C == 0 ? 0 : x.count / C
+        let sync = training ? BatchStatistics.allReduce : nil
+        precondition(!training || M > 1 || sync != nil, "batchNorm: training needs more than one value per channel, got input \(x.shape)")
+        var total = Double(M)  // values per channel over the whole batch (every replica's, when synchronised)
+        let xp = x.data
+        let mean = Tensor(zeros: [C]), istd = Tensor(zeros: [C])
+        let mu = mean.data, inv = istd.data
+        if training {
+            // Two passes per channel: the mean, then the centred second moment (float within 64-row blocks,
+            // Double across blocks; fixed blocks, so the result does not depend on the thread count).
+            var s = rowBlockReduce(rows: M, width: C) { r, acc in
+                blockedRowSums(r, width: C, into: acc) { row, t in
+                    let xr = xp + row * C
+                    for c in 0..<C { t[c] += xr[c] }
+                }
+            }
+            if let sync {
+                s.append(Double(M))
+                sync(&s)
+                total = s.removeLast()
+                precondition(total > 1, "batchNorm: training needs more than one value per channel over the replicas' batch")
+            }
+            for c in 0..<C { mu[c] = Float(s[c] / total) }
+            var q = rowBlockReduce(rows: M, width: C) { r, acc in
+                blockedRowSums(r, width: C, into: acc) { row, t in
+                    let xr = xp + row * C
+                    for c in 0..<C { let d = xr[c] - mu[c]; t[c] += d * d }
+                }
+            }
+            sync?(&q)
+            let rm = runningMean.data, rv = runningVar.data
+            for c in 0..<C {
+                let v = q[c] / total
+                inv[c] = Float(1 / (v + Double(eps)).squareRoot())
+                rm[c] = (1 - momentum) * rm[c] + momentum * mu[c]
+                rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / (total - 1))
+            }
+        } else {
+            for c in 0..<C {
+                mu[c] = runningMean.data[c]
+                inv[c] = 1 / (runningVar.data[c] + eps).squareRoot()
             }
         }
-        if let sync {
-            s.append(Double(M))
-            sync(&s)
-            total = s.removeLast()
-            precondition(total > 1, "batchNorm: training needs more than one value per channel over the replicas' batch")
-        }
-        for c in 0..<C { mu[c] = Float(s[c] / total) }
-        var q = rowBlockReduce(rows: M, width: C) { r, acc in
-            blockedRowSums(r, width: C, into: acc) { row, t in
-                let xr = xp + row * C
-                for c in 0..<C { let d = xr[c] - mu[c]; t[c] += d * d }
-            }
-        }
-        sync?(&q)
-        let rm = runningMean.data, rv = runningVar.data
+        // y = x·a + b per channel, a = γ·istd, b = β − μ·a.
+        var a = [Float](repeating: 0, count: C), b = [Float](repeating: 0, count: C)
         for c in 0..<C {
-            let v = q[c] / total
-            inv[c] = Float(1 / (v + Double(eps)).squareRoot())
-            rm[c] = (1 - momentum) * rm[c] + momentum * mu[c]
-            rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / (total - 1))
+            a[c] = (weight?.data[c] ?? 1) * inv[c]
+            b[c] = (bias?.data[c] ?? 0) - mu[c] * a[c]
         }
-    } else {
-        for c in 0..<C {
-            mu[c] = runningMean.data[c]
-            inv[c] = 1 / (runningVar.data[c] + eps).squareRoot()
-        }
-    }
-    // y = x·a + b per channel, a = γ·istd, b = β − μ·a.
-    var a = [Float](repeating: 0, count: C), b = [Float](repeating: 0, count: C)
-    for c in 0..<C {
-        a[c] = (weight?.data[c] ?? 1) * inv[c]
-        b[c] = (bias?.data[c] ?? 0) - mu[c] * a[c]
-    }
-    let out = Tensor(uninitialized: x.shape)
-    let y = out.data
-    a.withUnsafeBufferPointer { a in
-        b.withUnsafeBufferPointer { b in
-            let a = a.baseAddress!, b = b.baseAddress!
-            parallelRanges(M, minPerWorker: 4096) { _, r in
-                for m in r { bnRowForward(xp + m * C, a, b, y + m * C, C, relu: fuseReLU) }
+        let out = Tensor(uninitialized: x.shape)
+        let y = out.data
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                let a = a.baseAddress!, b = b.baseAddress!
+                parallelRanges(M, minPerWorker: 4096) { _, r in
+                    for m in r { bnRowForward(xp + m * C, a, b, y + m * C, C, relu: fuseReLU) }
+                }
             }
         }
+        var inputs = [x]
+        if let w = weight { inputs.append(w) }
+        if let b = bias { inputs.append(b) }
+        let backward = { (out: Tensor) in Profiler.measure(.batchNorm) {
+            let mu = mean.data, inv = istd.data  // re-read from the captured tensors, which own the memory
+            let dy = out.grad!.data
+            // With fused ReLU the upstream gradient passes only where the output is positive.
+            let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
+            // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
+            var sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
+                blockedRowSums(r, width: 2 * C, into: acc) { row, t in
+                    bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t, t + C, C)
+                }
+            }
+            // dγ and dβ from this batch's rows; dx from the whole batch's sums when synchronised.
+            if let w = weight, w.requiresGrad {
+                let gw = w.gradBuffer()
+                for c in 0..<C { gw[c] += Float(sums[C + c] * Double(inv[c])) }
+            }
+            if let b = bias, b.requiresGrad {
+                let gb = b.gradBuffer()
+                for c in 0..<C { gb[c] += Float(sums[c]) }
+            }
+            sync?(&sums)
+            let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
+            var k = [Float](repeating: 0, count: 3 * C)
+            guard x.requiresGrad else { return }
+            let gx = x.gradBuffer()
+            // training: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂));  eval: dx = γ·istd·dy
+            // written as dx = a·dy + b·(x − μ) + c per channel.
+            for c in 0..<C {
+                let scale = (weight?.data[c] ?? 1) * inv[c]
+                if training {
+                    let m1 = Float(sdy[c] / total), m2 = Float(sdyx[c] / total)
+                    k[c] = scale
+                    k[C + c] = -scale * m2 * inv[c]
+                    k[2 * C + c] = -scale * m1
+                } else {
+                    k[c] = scale; k[C + c] = 0; k[2 * C + c] = 0
+                }
+            }
+            k.withUnsafeBufferPointer { kb in
+                let ka = kb.baseAddress!, kx = ka + C, kc = kx + C
+                parallelRanges(M, minPerWorker: 4096) { _, r in
+                    for m in r { bnRowBackward(xp + m * C, dy + m * C, mask.map { $0 + m * C }, mu, ka, kx, kc, gx + m * C, C) }
+                }
+            }
+        } }
+        // Synchronised, the backward is a collective: pinned, so every replica runs it, reached or not.
+        if sync != nil { out.recordPinned(inputs: inputs, backward: backward) } else { out.record(inputs: inputs, backward: backward) }
+        return out
+
     }
-    var inputs = [x]
-    if let w = weight { inputs.append(w) }
-    if let b = bias { inputs.append(b) }
-    let backward = { (out: Tensor) in
-        let mu = mean.data, inv = istd.data  // re-read from the captured tensors, which own the memory
-        let dy = out.grad!.data
-        // With fused ReLU the upstream gradient passes only where the output is positive.
-        let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
-        // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
-        var sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
-            blockedRowSums(r, width: 2 * C, into: acc) { row, t in
-                bnRowStats(xp + row * C, dy + row * C, mask.map { $0 + row * C }, mu, t, t + C, C)
-            }
-        }
-        // dγ and dβ from this batch's rows; dx from the whole batch's sums when synchronised.
-        if let w = weight, w.requiresGrad {
-            let gw = w.gradBuffer()
-            for c in 0..<C { gw[c] += Float(sums[C + c] * Double(inv[c])) }
-        }
-        if let b = bias, b.requiresGrad {
-            let gb = b.gradBuffer()
-            for c in 0..<C { gb[c] += Float(sums[c]) }
-        }
-        sync?(&sums)
-        let sdy = Array(sums[0..<C]), sdyx = (0..<C).map { sums[C + $0] * Double(inv[$0]) }
-        var k = [Float](repeating: 0, count: 3 * C)
-        guard x.requiresGrad else { return }
-        let gx = x.gradBuffer()
-        // training: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂));  eval: dx = γ·istd·dy
-        // written as dx = a·dy + b·(x − μ) + c per channel.
-        for c in 0..<C {
-            let scale = (weight?.data[c] ?? 1) * inv[c]
-            if training {
-                let m1 = Float(sdy[c] / total), m2 = Float(sdyx[c] / total)
-                k[c] = scale
-                k[C + c] = -scale * m2 * inv[c]
-                k[2 * C + c] = -scale * m1
-            } else {
-                k[c] = scale; k[C + c] = 0; k[2 * C + c] = 0
-            }
-        }
-        k.withUnsafeBufferPointer { kb in
-            let ka = kb.baseAddress!, kx = ka + C, kc = kx + C
-            parallelRanges(M, minPerWorker: 4096) { _, r in
-                for m in r { bnRowBackward(xp + m * C, dy + m * C, mask.map { $0 + m * C }, mu, ka, kx, kc, gx + m * C, C) }
-            }
-        }
-    }
-    // Synchronised, the backward is a collective: pinned, so every replica runs it, reached or not.
-    if sync != nil { out.recordPinned(inputs: inputs, backward: backward) } else { out.record(inputs: inputs, backward: backward) }
-    return out
 }
 
 /// Rows per block of `rowBlockReduce`.

@@ -14,10 +14,12 @@ let parallelElementThreshold = 1 << 16
 /// Runs body(range) over 0..<n split across kernel threads when n is large, in ranges aligned to 8.
 @inline(__always)
 func elementwiseParallel(_ n: Int, _ body: (Range<Int>) -> Void) {
-    if n < parallelElementThreshold || Threads.count == 1 { body(0..<n); return }
-    let blocks = (n + 7) / 8
-    parallelRanges(blocks, minPerWorker: parallelElementThreshold / 8) { _, r in
-        body((r.lowerBound * 8)..<min(n, r.upperBound * 8))
+    Profiler.measure(.elementwise) {
+        if n < parallelElementThreshold || Threads.count == 1 { body(0..<n); return }
+        let blocks = (n + 7) / 8
+        parallelRanges(blocks, minPerWorker: parallelElementThreshold / 8) { _, r in
+            body((r.lowerBound * 8)..<min(n, r.upperBound * 8))
+        }
     }
 }
 

@@ -12,8 +12,10 @@ struct BenchEngine: ParsableCommand {
         abstract: "Measures sgemm GFLOP/s and ResNet training/inference images/s at 1 and 2 threads.",
         discussion: """
         Training images/s counts forward + backward + SGD step on random 3×32×32 input with 100 classes.
-        The convolution share is the fraction of training step time spent in convolution kernels
-        (im2col, sgemm, col2im). Build with `swift build -c release` first; debug builds are far slower.
+        The step's split gives the share of its time in each part: convolution forward, data gradient and
+        weight gradient (im2col, Winograd, sgemm, col2im, depthwise), batch norm, elementwise passes
+        (activations, residual sums, gradient accumulation), the optimiser step, and the rest (pooling, the
+        classifier, the loss, the tape). Build with `swift build -c release` first; debug builds are far slower.
         """)
 
     @OptionGroup var format: OutputFormat
@@ -59,9 +61,11 @@ struct BenchEngine: ParsableCommand {
         for name in modelNames {
             for t in threadCounts {
                 Threads.set(t)
-                let (train, share) = try measureTraining(name, threads: t)
+                let (train, split) = try measureTraining(name, threads: t)
                 report("\(name)_train_ips_t\(t)", train, "\(name) train images/s, batch \(batch), \(t) thread(s)")
-                report("\(name)_conv_share_t\(t)", share * 100, "\(name) convolution share of step, %, \(t) thread(s)")
+                for (key, label, share) in split {
+                    report("\(name)_\(key)_share_t\(t)", share * 100, "  % of the step: \(label)")
+                }
                 report("\(name)_infer_ips_t\(t)", try measureInference(name),
                        "\(name) inference images/s, batch \(batch), \(t) thread(s)")
                 if compareDepthwise {
@@ -85,8 +89,9 @@ struct BenchEngine: ParsableCommand {
         return (model, x, labels)
     }
 
-    /// Images/s of forward + backward + SGD step, and the share of that time in convolution kernels.
-    func measureTraining(_ name: String, threads: Int) throws -> (Double, Double) {
+    /// Images/s of forward + backward + SGD step, and the share of that time in each profiled part and in the
+    /// rest: (key, label, share).
+    func measureTraining(_ name: String, threads: Int) throws -> (Double, [(String, String, Double)]) {
         let (model, x, labels) = try makeModel(name)
         let opt = SGD(parameters: model.namedParameters(), lr: 0.01, momentum: 0.9, weightDecay: 5e-4)
         func step() {
@@ -101,7 +106,9 @@ struct BenchEngine: ParsableCommand {
         let t0 = Profiler.now()
         for _ in 0..<steps { step() }
         let elapsed = Profiler.now() - t0
-        return (Double(batch * steps) / elapsed, Profiler.convolutionSeconds / elapsed)
+        var split = Profiler.Part.allCases.map { ($0.key, $0.label, Profiler.seconds[$0.rawValue] / elapsed) }
+        split.append(("other", "the rest (pooling, classifier, loss, tape)", 1 - split.reduce(0) { $0 + $1.2 }))
+        return (Double(batch * steps) / elapsed, split)
     }
 
     /// Images/s of an eval-mode forward pass without the tape.
