@@ -97,6 +97,9 @@ public struct Dataset {
                 classes: classes, mean: mean, std: std)
     }
 
+    /// This view without the items whose indices (positions in the same files) are in `drop`.
+    public func excluding(indices drop: Set<Int>) -> Dataset { with(indices: indices.filter { !drop.contains($0) }) }
+
     /// The first `count` items.
     public func subset(count n: Int) throws -> Dataset {
         guard n >= 0 && n <= count else {

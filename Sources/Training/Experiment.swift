@@ -35,11 +35,11 @@ public final class Experiment {
     let replica: Int, replicas: Int
     /// The ranks holding the same peers as this one (one per replica), when there are replicas.
     let replicaComm: Communicator?
-    let train: Dataset, test: Dataset
+    public let train: Dataset, test: Dataset
     /// The held-out part of the training set (`dataset.validation` images), nil without one.
-    let validation: Dataset?
+    public let validation: Dataset?
     /// Images without labels mixed into every batch (label-free methods).
-    let unlabeled: Dataset?
+    public let unlabeled: Dataset?
     let augmentation: Augmentation
     public let method: DistillationMethod
     public let cohort: Cohort
@@ -116,6 +116,11 @@ public final class Experiment {
         train = trainSet; test = testSet
         if let name = config.unlabeledDataset {
             var u = try DatasetCatalog.load(name, path: config.unlabeledPath, split: config.unlabeledSplit == "test" ? .test : .train)
+            // The held-out images stay out of training, labelled or not. The training view is a prefix of its
+            // files (padding keeps the order), so its indices, and the validation split's, are file positions.
+            if let held = validation, name == config.dataset, config.unlabeledPath == config.datasetPath, config.unlabeledSplit == "train" {
+                u = u.excluding(indices: Set(held.indices))
+            }
             if config.unlabeledSubset > 0 { u = try u.subset(count: config.unlabeledSubset) }
             if config.padTo > 0 {
                 do { u = try u.padded(to: config.padTo) } catch { throw ConfigError("dataset.pad_to: \(error)") }

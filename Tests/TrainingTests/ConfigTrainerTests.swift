@@ -182,6 +182,28 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try x.evaluate().teacherTop1, 0.5, "the stored accuracy is used, the teacher not run again")
     }
 
+    /// The held-out validation images stay out of the unlabeled pool when it is the training set's own split, and
+    /// are the images of the training set's files that the training view leaves out.
+    func testValidationImagesStayOutOfTheUnlabeledPool() throws {
+        try requirePrerequisites(.fashionMNIST)
+        let root = NSTemporaryDirectory() + "distill-heldout-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let teacher = try trainTeacher(in: root).filter { $0 != "--set" }
+        let base = ["dataset.train_subset=320", "dataset.validation=64", "method.name=ssld", "dataset.unlabeled.name=fashion-mnist",
+                    "dataset.unlabeled.per_batch=16"] + teacher
+        for pad in [[], ["dataset.pad_to=32"]] {
+            let x = try quietTrainer(out: root + "/ssld", base + pad).experiment
+            let held = Set(x.validation!.indices), unlabeled = x.unlabeled!
+            XCTAssertEqual(held.count, 64)
+            XCTAssertTrue(held.isDisjoint(with: x.train.indices) && held.isSubset(of: 0..<320), "\(pad)")
+            // Padding renumbers a view's images, so the pool is compared by index only unpadded.
+            if pad.isEmpty { XCTAssertTrue(held.isDisjoint(with: unlabeled.indices)) }
+            XCTAssertEqual(unlabeled.count, 60000 - 64, "every other training image is in the pool \(pad)")
+        }
+        let test = try quietTrainer(out: root + "/ssld-test", base + ["dataset.unlabeled.split=test"]).experiment
+        XCTAssertEqual(test.unlabeled!.count, 10000, "another split keeps every image")
+    }
+
     func quietTrainer(out: String, _ overrides: [String]) throws -> Trainer {
         var c = try TrainConfig.parse("", source: "test", overrides: overrides)
         c.output = out
