@@ -1,23 +1,34 @@
-// Winograd F(2×2, 3×3) convolution for stride-1, padding-1, 3×3 ungrouped layers (Lavin & Gray, 2016).
-// Each 2×2 output tile comes from a 4×4 input tile d:  Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, so a tile costs 16
-// multiplications per (Ci, Co) pair instead of 36: 2.25× fewer. Over a chunk of T tiles the elementwise product
-// becomes 16 sgemms  M_ξ [T × Co] = V_ξ [T × Ci] · U_ξ [Ci × Co]  (ξ = 4·i + j indexes the 4×4 positions).
+// Winograd convolution for stride-1, padding-1, 3×3 ungrouped layers (Lavin & Gray, 2016), in two tile sizes.
+// F(2×2, 3×3): each 2×2 output tile comes from a 4×4 input tile d:  Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, so a tile
+// costs 16 multiplications per (Ci, Co) pair instead of 36: 2.25× fewer. Over a chunk of T tiles the elementwise
+// product becomes 16 sgemms  M_ξ [T × Co] = V_ξ [T × Ci] · U_ξ [Ci × Co]  (ξ = 4·i + j indexes the 4×4 positions).
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]   G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]   Aᵀ = [1 1 1 0; 0 1 −1 −1]
-// Transforms run on channels-last vectors of 8 channels (Ci and Co must be multiples of 8).
-// The data gradient of such a layer is again such a layer (flipped, transposed kernel), so backward reuses this.
+// F(4×4, 3×3): 4×4 output tiles from 6×6 input tiles, 36 sgemms, 36 multiplications per 16 outputs (4× fewer than
+// direct) and 2.25 transformed values per output instead of 4 (less memory traffic), for a slightly larger rounding
+// error (interpolation points 0, ±1, ±2, ∞):
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+//   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+// `winogradTile(_:)` picks the tile for a layer. Transforms run on channels-last vectors of 8 channels (Ci and Co
+// must be multiples of 8). The data gradient of such a layer is again such a layer (flipped, transposed kernel),
+// so backward reuses this.
 
 /// How a layer's tiles are cut into chunks of whole images, and the per-worker scratch they need.
 struct WinogradPlan {
+    /// Output tile side m (2 or 4); the input tile is m + 2 and there are (m + 2)² transformed positions ξ.
+    let m: Int, points: Int
     let th: Int, tw: Int, tilesPerImage: Int, imagesPerChunk: Int, chunks: Int, workers: Int
-    /// Floats per scratch slot: 16 padded [tiles × channels] matrices (or `atLeast`, if larger).
+    /// Floats per scratch slot: `points` padded [tiles × channels] matrices (or `atLeast`, if larger).
     let slotFloats: Int
 
     init(_ g: ConvGeometry, atLeast: Int = 0) {
-        th = (g.oh + 1) / 2; tw = (g.ow + 1) / 2; tilesPerImage = th * tw
-        imagesPerChunk = max(1, winogradChunkTiles / tilesPerImage)
+        m = winogradTile(g); points = (m + 2) * (m + 2)
+        th = (g.oh + m - 1) / m; tw = (g.ow + m - 1) / m; tilesPerImage = th * tw
+        // Chunks hold about the same number of output pixels whatever the tile.
+        imagesPerChunk = max(1, winogradChunkTiles * 4 / (m * m) / tilesPerImage)
         chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
         workers = min(Threads.count, chunks)
-        slotFloats = max(16 * (imagesPerChunk * tilesPerImage * max(g.ci, g.co) + winogradPad), atLeast)
+        slotFloats = max(points * (imagesPerChunk * tilesPerImage * max(g.ci, g.co) + winogradPad), atLeast)
     }
 
     /// Calls body(worker, images, tiles) for every chunk, chunks split across workers.
@@ -35,8 +46,18 @@ struct WinogradPlan {
 /// Whether the Winograd kernel handles this geometry.
 public nonisolated(unsafe) var winogradEnabled = true
 
-/// Target tiles per chunk (each tile is 2×2 output pixels).
+/// Target tiles per chunk, counted in 2×2 output tiles (a chunk of 4×4 tiles holds a quarter as many).
 public nonisolated(unsafe) var winogradChunkTiles = 512
+
+/// The output tile side for every Winograd layer, 2 or 4; nil: `winogradTile(_:)` chooses per layer.
+public nonisolated(unsafe) var winogradTileOverride: Int?
+
+/// The output tile side for a layer: 4×4 tiles where the map is at least 8×8, 2×2 on smaller maps (a 4×4 tile
+/// on a 4×4 map would pad most of its 6×6 input window).
+public func winogradTile(_ g: ConvGeometry) -> Int {
+    if let t = winogradTileOverride { return t }
+    return g.oh >= 8 && g.ow >= 8 ? 4 : 2
+}
 
 /// Floats between consecutive V_ξ / M_ξ matrices beyond their size, so the 16 streams do not alias in cache.
 public nonisolated(unsafe) var winogradPad = 48
@@ -71,20 +92,28 @@ func winogradWeights(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMut
 func winogradForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, beta: Float) {
     let ci = g.ci, co = g.co
-    let u = Tensor(uninitialized: [16, ci, co])
-    winogradWeights(w, ci: ci, co: co, u.data)
     let plan = WinogradPlan(g)
+    let u = Tensor(uninitialized: [plan.points, ci, co])
+    if plan.m == 4 { winogradWeights4(w, ci: ci, co: co, u.data) } else { winogradWeights(w, ci: ci, co: co, u.data) }
     let scratch = Scratch.shared.reserve(workers: plan.workers, slots: 2, count: plan.slotFloats)
     let up = u.data
     plan.forEachChunk(g.n) { worker, images, T in
         let v = scratch[worker][0], m = scratch[worker][1]
-        winogradInputTransform(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
-        for xi in 0..<16 {
+        if plan.m == 4 {
+            winogradInputTransform4(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
+        } else {
+            winogradInputTransform(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
+        }
+        for xi in 0..<plan.points {
             gemm(transA: false, transB: false, m: T, n: co, k: ci, a: v + xi * (T * ci + winogradPad), lda: ci,
                  b: up + xi * ci * co, ldb: co, beta: 0, c: m + xi * (T * co + winogradPad), ldc: co,
                  parallel: false)
         }
-        winogradOutputTransform(m, g, images: images, th: plan.th, tw: plan.tw, tiles: T, y: y, beta: beta)
+        if plan.m == 4 {
+            winogradOutputTransform4(m, g, images: images, th: plan.th, tw: plan.tw, tiles: T, y: y, beta: beta)
+        } else {
+            winogradOutputTransform(m, g, images: images, th: plan.th, tw: plan.tw, tiles: T, y: y, beta: beta)
+        }
     }
 }
 
@@ -182,7 +211,8 @@ func winogradOutputTransform(_ m: UnsafePointer<Float>, _ g: ConvGeometry, image
 func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: UnsafePointer<Float>,
                             dw: UnsafeMutablePointer<Float>) {
     let ci = g.ci, co = g.co
-    let uCount = 16 * ci * co
+    let probe = WinogradPlan(g)
+    let uCount = probe.points * ci * co
     let plan = WinogradPlan(g, atLeast: uCount)
     let scratch = Scratch.shared.reserve(workers: plan.workers, slots: 3, count: plan.slotFloats)
     var used = [Bool](repeating: false, count: plan.workers)
@@ -191,9 +221,14 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
         plan.forEachChunk(g.n) { worker, images, T in
             usedFlags[worker] = true
             let v = scratch[worker][0], dm = scratch[worker][1], du = scratch[worker][2]
-            winogradInputTransform(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
-            winogradOutputAdjoint(dy, g, images: images, th: plan.th, tw: plan.tw, tiles: T, dm: dm)
-            for xi in 0..<16 {
+            if plan.m == 4 {
+                winogradInputTransform4(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
+                winogradOutputAdjoint4(dy, g, images: images, th: plan.th, tw: plan.tw, tiles: T, dm: dm)
+            } else {
+                winogradInputTransform(x, g, images: images, th: plan.th, tw: plan.tw, v: v, tiles: T)
+                winogradOutputAdjoint(dy, g, images: images, th: plan.th, tw: plan.tw, tiles: T, dm: dm)
+            }
+            for xi in 0..<plan.points {
                 gemm(transA: true, transB: false, m: ci, n: co, k: T, a: v + xi * (T * ci + winogradPad), lda: ci,
                      b: dm + xi * (T * co + winogradPad), ldb: co, beta: 1, c: du + xi * ci * co, ldc: co,
                      parallel: false)
@@ -202,6 +237,10 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
     }
     let total = scratch[0][2]
     for w in 1..<plan.workers where used[w] { accumulate(total, scratch[w][2], uCount) }
+    if plan.m == 4 {
+        winogradWeightAdjoint4(total, ci: ci, co: co, dw)
+        return
+    }
     // dW[o][c] += Gᵀ·dU·G, with dU[i][j] = total[(4i + j)·Ci·Co + c·Co + o]. Gᵀ applied to four values:
     // (u0, u1, u2, u3) ↦ (u0 + (u1 + u2)/2, (u1 − u2)/2, (u1 + u2)/2 + u3).
     @inline(__always) func gt3(_ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) -> (Float, Float, Float) {
@@ -250,6 +289,193 @@ func winogradOutputAdjoint(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, images
             row(2, (e0.0 - e1.0, e0.1 - e1.1, e0.2 - e1.2, e0.3 - e1.3))
             row(3, (-e1.0, -e1.1, -e1.2, -e1.3))
             c += 8
+        }
+    }
+}
+
+// MARK: - F(4×4, 3×3) transforms
+
+/// Bᵀ applied to six values (a column or row of a 6×6 input tile).
+@inline(__always)
+func winogradB4(_ d0: V8, _ d1: V8, _ d2: V8, _ d3: V8, _ d4: V8, _ d5: V8) -> (V8, V8, V8, V8, V8, V8) {
+    let four = V8(repeating: 4), five = V8(repeating: 5), two = V8(repeating: 2)
+    return (four * d0 - five * d2 + d4,
+            d3 + d4 - four * (d1 + d2),
+            four * (d1 - d2) - d3 + d4,
+            two * (d3 - d1) - d2 + d4,
+            two * (d1 - d3) - d2 + d4,
+            four * d1 - five * d3 + d5)
+}
+
+/// V_ξ[t][c] = (Bᵀ d_t B)[i][j], ξ = 6·i + j, for every tile t of the chunk, d_t the zero-padded 6×6 input
+/// window at (4·ty − 1, 4·tx − 1).
+@inline(__always)
+func winogradInputTransform4(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, th: Int, tw: Int,
+                             v: UnsafeMutablePointer<Float>, tiles T: Int) {
+    let C = g.ci, stride = T * C + winogradPad
+    forEachTile(images, th: th, tw: tw) { t, img, ty, tx in
+        let xi = x + img * g.h * g.w * C
+        let y0 = 4 * ty - 1, x0 = 4 * tx - 1
+        let interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= g.h && x0 + 6 <= g.w
+        var c = 0
+        while c < C {
+            @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
+                let iy = y0 + r, ix = x0 + s
+                if interior || (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
+                    return load8(xi + (iy * g.w + ix) * C + c)
+                }
+                return V8(repeating: 0)
+            }
+            // Column s of Bᵀ d, for each s; then row i of (Bᵀ d) B is Bᵀ applied to row i of Bᵀ d.
+            @inline(__always) func column(_ s: Int) -> (V8, V8, V8, V8, V8, V8) {
+                winogradB4(ld(0, s), ld(1, s), ld(2, s), ld(3, s), ld(4, s), ld(5, s))
+            }
+            let k0 = column(0), k1 = column(1), k2 = column(2), k3 = column(3), k4 = column(4), k5 = column(5)
+            let base = v + t * C + c
+            @inline(__always) func row(_ i: Int, _ r: (V8, V8, V8, V8, V8, V8)) {
+                let o = winogradB4(r.0, r.1, r.2, r.3, r.4, r.5)
+                store8(o.0, base + (6 * i + 0) * stride); store8(o.1, base + (6 * i + 1) * stride)
+                store8(o.2, base + (6 * i + 2) * stride); store8(o.3, base + (6 * i + 3) * stride)
+                store8(o.4, base + (6 * i + 4) * stride); store8(o.5, base + (6 * i + 5) * stride)
+            }
+            row(0, (k0.0, k1.0, k2.0, k3.0, k4.0, k5.0))
+            row(1, (k0.1, k1.1, k2.1, k3.1, k4.1, k5.1))
+            row(2, (k0.2, k1.2, k2.2, k3.2, k4.2, k5.2))
+            row(3, (k0.3, k1.3, k2.3, k3.3, k4.3, k5.3))
+            row(4, (k0.4, k1.4, k2.4, k3.4, k4.4, k5.4))
+            row(5, (k0.5, k1.5, k2.5, k3.5, k4.5, k5.5))
+            c += 8
+        }
+    }
+}
+
+/// Aᵀ applied to six values.
+@inline(__always)
+func winogradA4(_ m0: V8, _ m1: V8, _ m2: V8, _ m3: V8, _ m4: V8, _ m5: V8) -> (V8, V8, V8, V8) {
+    let p = m1 + m2, q = m1 - m2, r = m3 + m4, s = m3 - m4
+    return (m0 + p + r, q + V8(repeating: 2) * s, p + V8(repeating: 4) * r, q + V8(repeating: 8) * s + m5)
+}
+
+/// y tile = beta·y + Aᵀ M_t A (4×4 outputs), writing only the outputs inside the image.
+@inline(__always)
+func winogradOutputTransform4(_ m: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, th: Int, tw: Int,
+                              tiles T: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
+    let C = g.co, stride = T * C + winogradPad
+    forEachTile(images, th: th, tw: tw) { t, img, ty, tx in
+        let yi = y + img * g.oh * g.ow * C
+        let full = 4 * ty + 4 <= g.oh && 4 * tx + 4 <= g.ow
+        var c = 0
+        while c < C {
+            let base = m + t * C + c
+            // Aᵀ M, column j, then each of its four rows through Aᵀ again.
+            @inline(__always) func column(_ j: Int) -> (V8, V8, V8, V8) {
+                winogradA4(load8(base + j * stride), load8(base + (6 + j) * stride), load8(base + (12 + j) * stride),
+                           load8(base + (18 + j) * stride), load8(base + (24 + j) * stride), load8(base + (30 + j) * stride))
+            }
+            let a0 = column(0), a1 = column(1), a2 = column(2), a3 = column(3), a4 = column(4), a5 = column(5)
+            @inline(__always) func put(_ r: Int, _ o: (V8, V8, V8, V8)) {
+                let oy = 4 * ty + r
+                @inline(__always) func one(_ s: Int, _ val: V8) {
+                    let ox = 4 * tx + s
+                    guard full || (oy < g.oh && ox < g.ow) else { return }
+                    let p = yi + (oy * g.ow + ox) * C + c
+                    store8(beta == 0 ? val : load8(p) + val, p)
+                }
+                one(0, o.0); one(1, o.1); one(2, o.2); one(3, o.3)
+            }
+            put(0, winogradA4(a0.0, a1.0, a2.0, a3.0, a4.0, a5.0))
+            put(1, winogradA4(a0.1, a1.1, a2.1, a3.1, a4.1, a5.1))
+            put(2, winogradA4(a0.2, a1.2, a2.2, a3.2, a4.2, a5.2))
+            put(3, winogradA4(a0.3, a1.3, a2.3, a3.3, a4.3, a5.3))
+            c += 8
+        }
+    }
+}
+
+typealias Six = (Float, Float, Float, Float, Float, Float)
+
+/// G applied to three values.
+@inline(__always)
+func winogradG4(_ a: Float, _ b: Float, _ d: Float) -> Six {
+    (a / 4, -(a + b + d) / 6, -(a - b + d) / 6, a / 24 + b / 12 + d / 6, a / 24 - b / 12 + d / 6, d)
+}
+
+/// U_ξ[ci][co] = (G·w[co][ci]·Gᵀ)[i][j], ξ = 6·i + j, stored [36][Ci][Co].
+func winogradWeights4(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMutablePointer<Float>) {
+    for o in 0..<co {
+        for c in 0..<ci {
+            let k = w + (o * ci + c) * 9
+            // Columns of G·k (6×3), then each row of that through G again.
+            let c0 = winogradG4(k[0], k[3], k[6]), c1 = winogradG4(k[1], k[4], k[7]), c2 = winogradG4(k[2], k[5], k[8])
+            @inline(__always) func row(_ i: Int, _ a: Float, _ b: Float, _ d: Float) {
+                let r = winogradG4(a, b, d), p = u + (6 * i * ci + c) * co + o, step = ci * co
+                p[0] = r.0; p[step] = r.1; p[2 * step] = r.2; p[3 * step] = r.3; p[4 * step] = r.4; p[5 * step] = r.5
+            }
+            row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2)
+            row(3, c0.3, c1.3, c2.3); row(4, c0.4, c1.4, c2.4); row(5, c0.5, c1.5, c2.5)
+        }
+    }
+}
+
+/// dM_ξ[t][c] = (A·dY_t·Aᵀ)[i][j], ξ = 6·i + j, dY_t the 4×4 output-gradient tile (zero outside the image).
+@inline(__always)
+func winogradOutputAdjoint4(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, th: Int, tw: Int,
+                            tiles T: Int, dm: UnsafeMutablePointer<Float>) {
+    let C = g.co, stride = T * C + winogradPad
+    // A applied to four values: (y0, y0 + y1 + y2 + y3, y0 − y1 + y2 − y3, y0 + 2y1 + 4y2 + 8y3, y0 − 2y1 + 4y2 − 8y3, y3).
+    @inline(__always) func a6(_ y0: V8, _ y1: V8, _ y2: V8, _ y3: V8) -> (V8, V8, V8, V8, V8, V8) {
+        let e = y0 + y2, o = y1 + y3, e4 = y0 + V8(repeating: 4) * y2, o8 = V8(repeating: 2) * y1 + V8(repeating: 8) * y3
+        return (y0, e + o, e - o, e4 + o8, e4 - o8, y3)
+    }
+    forEachTile(images, th: th, tw: tw) { t, img, ty, tx in
+        let di = dy + img * g.oh * g.ow * C
+        let full = 4 * ty + 4 <= g.oh && 4 * tx + 4 <= g.ow
+        var c = 0
+        while c < C {
+            @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
+                let oy = 4 * ty + r, ox = 4 * tx + s
+                if full || (oy < g.oh && ox < g.ow) { return load8(di + (oy * g.ow + ox) * C + c) }
+                return V8(repeating: 0)
+            }
+            // Each row of dY through A (dY·Aᵀ), then each of the six columns through A.
+            let r0 = a6(ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3)), r1 = a6(ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3))
+            let r2 = a6(ld(2, 0), ld(2, 1), ld(2, 2), ld(2, 3)), r3 = a6(ld(3, 0), ld(3, 1), ld(3, 2), ld(3, 3))
+            let base = dm + t * C + c
+            @inline(__always) func column(_ j: Int, _ y0: V8, _ y1: V8, _ y2: V8, _ y3: V8) {
+                let e = a6(y0, y1, y2, y3)
+                store8(e.0, base + j * stride); store8(e.1, base + (6 + j) * stride)
+                store8(e.2, base + (12 + j) * stride); store8(e.3, base + (18 + j) * stride)
+                store8(e.4, base + (24 + j) * stride); store8(e.5, base + (30 + j) * stride)
+            }
+            column(0, r0.0, r1.0, r2.0, r3.0); column(1, r0.1, r1.1, r2.1, r3.1)
+            column(2, r0.2, r1.2, r2.2, r3.2); column(3, r0.3, r1.3, r2.3, r3.3)
+            column(4, r0.4, r1.4, r2.4, r3.4); column(5, r0.5, r1.5, r2.5, r3.5)
+            c += 8
+        }
+    }
+}
+
+/// dW[o][c] += Gᵀ·dU·G for dU[i][j] = du[((6i + j)·Ci + c)·Co + o] (the adjoint of `winogradWeights4`).
+func winogradWeightAdjoint4(_ du: UnsafePointer<Float>, ci: Int, co: Int, _ dw: UnsafeMutablePointer<Float>) {
+    // Gᵀ applied to six values.
+    @inline(__always) func gt(_ u: Six) -> (Float, Float, Float) {
+        (u.0 / 4 - (u.1 + u.2) / 6 + (u.3 + u.4) / 24, (u.2 - u.1) / 6 + (u.3 - u.4) / 12, (u.3 + u.4 - u.1 - u.2) / 6 + u.5)
+    }
+    let step = ci * co
+    for o in 0..<co {
+        for c in 0..<ci {
+            let p = du + c * co + o
+            // Column j of Gᵀ·dU (3 values), from dU's column j.
+            @inline(__always) func column(_ j: Int) -> (Float, Float, Float) {
+                gt((p[j * step], p[(6 + j) * step], p[(12 + j) * step], p[(18 + j) * step], p[(24 + j) * step], p[(30 + j) * step]))
+            }
+            let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
+            let r0 = gt((h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)), r1 = gt((h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
+            let r2 = gt((h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
+            let k = dw + (o * ci + c) * 9
+            k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
+            k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
+            k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
         }
     }
 }

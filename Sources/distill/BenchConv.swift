@@ -37,6 +37,13 @@ struct BenchConv: ParsableCommand {
     @Flag(help: "Use im2col + sgemm for every layer (no Winograd).")
     var noWinograd = false
 
+    @Option(help: "Winograd output tile for every layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
+    var winogradTile: Int?
+
+    func validate() throws {
+        if let t = winogradTile, t != 2 && t != 4 { throw ValidationError("--winograd-tile must be 2 or 4, got \(t)") }
+    }
+
     @OptionGroup var format: OutputFormat
 
     func run() throws {
@@ -45,6 +52,7 @@ struct BenchConv: ParsableCommand {
         if let t = winogradTiles { winogradChunkTiles = max(1, t) }
         if let p = winogradPadding { winogradPad = max(0, p) }
         if noWinograd { winogradEnabled = false }
+        winogradTileOverride = winogradTile
         // (Cin, Cout, H, kernel, stride): resnet20's distinct convolutions.
         let shapes = [(16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (32, 32, 16, 3, 1), (32, 64, 16, 3, 2),
                       (64, 64, 8, 3, 1), (16, 32, 32, 1, 2)]

@@ -35,8 +35,12 @@ struct BenchEngine: ParsableCommand {
     @Flag(help: "Also measure each model with depthwise layers through per-group im2col products (the baseline the direct depthwise kernel replaces), in the same run.")
     var compareDepthwise = false
 
+    @Option(help: "Winograd output tile for every 3×3 layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
+    var winogradTile: Int?
+
     func validate() throws {
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
+        if let t = winogradTile, t != 2 && t != 4 { throw ValidationError("--winograd-tile must be 2 or 4, got \(t)") }
         guard !threadCounts.isEmpty else { throw ValidationError("--threads must list positive integers, e.g. 1,2") }
         var g = Generator(seed: 0)
         for name in modelNames {
@@ -50,6 +54,7 @@ struct BenchEngine: ParsableCommand {
     var threadCounts: [Int] { threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 } }
 
     func run() throws {
+        winogradTileOverride = winogradTile
         var results: [(String, Double)] = []
         func report(_ key: String, _ value: Double, _ label: String) {
             results.append((key, value))

@@ -53,6 +53,39 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Both Winograd tiles, F(2×2, 3×3) and F(4×4, 3×3), against the direct reference on every Winograd case
+    /// (partial tiles at the borders, several chunks and threads), forward and both gradients.
+    func testWinogradTilesMatchDirectConvolution() {
+        let savedThreads = Threads.count, savedTiles = winogradChunkTiles
+        defer { Threads.set(savedThreads); winogradChunkTiles = savedTiles; winogradTileOverride = nil }
+        let shapes = cases.filter { c in
+            winogradApplies(ConvGeometry(input: [c.n, c.h, c.w, c.ci], weight: [c.co, c.ci / c.groups, c.k, c.k], stride: c.stride,
+                                         padding: c.pad, groups: c.groups))
+        } + [Case(n: 3, h: 13, w: 10, ci: 16, co: 24, k: 3, stride: 1, pad: 1, groups: 1)]
+        XCTAssertEqual(shapes.count, 4)
+        for tile in [2, 4] {
+            winogradTileOverride = tile
+            for (i, c) in shapes.enumerated() {
+                for (threads, chunk) in [(1, 512), (3, 1)] {
+                    Threads.set(threads)
+                    winogradChunkTiles = chunk
+                    let x = randomTensor([c.n, c.h, c.w, c.ci], seed: UInt64(40 + i))
+                    let w = randomTensor([c.co, c.ci, 3, 3], seed: UInt64(50 + i), std: 0.3)
+                    x.requiresGrad = true; w.requiresGrad = true
+                    let y = conv2d(x, weight: w, padding: 1)
+                    let dy = randomTensor(y.shape, seed: UInt64(60 + i))
+                    y.backward(gradient: dy)
+                    let ref = conv2dReference(x: x.array, xShape: x.shape, weight: w.array, wShape: w.shape, bias: nil,
+                                              stride: 1, padding: 1, groups: 1, dy: dy.array)
+                    let tag = "F(\(tile)×\(tile), 3×3) case \(i) threads \(threads) chunk \(chunk)"
+                    assertClose(y.array, ref.y, rtol: 1e-4, atol: 1e-4, "\(tag) y")
+                    assertClose(x.grad!.array, ref.dx, rtol: 1e-4, atol: 1e-4, "\(tag) dx")
+                    assertClose(w.grad!.array, ref.dw, rtol: 1e-4, atol: 1e-4, "\(tag) dW")
+                }
+            }
+        }
+    }
+
     /// The Winograd path and the im2col path agree, forward and backward, on a ResNet-like layer.
     func testWinogradMatchesIm2col() {
         defer { winogradEnabled = true }
