@@ -338,6 +338,11 @@ public struct TrainConfig: Equatable {
     // MARK: - Writing
 
     /// The resolved configuration as YAML (written to the run directory; `parse` reads it back equal).
+    /// Every config key outside `method` with its value as text, in declaration order (what sets two runs apart).
+    public var fieldValues: [(path: String, value: String)] {
+        TrainConfig.fields.compactMap { f in f.write(self).map { (f.path, "\($0)") } }
+    }
+
     public var yaml: String {
         var root: [String: Any] = [:]
         for f in TrainConfig.fields { if let v = f.write(self) { TrainConfig.set(&root, f.path.split(separator: ".").map(String.init), v) } }

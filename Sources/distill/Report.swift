@@ -163,7 +163,8 @@ struct Report: ParsableCommand {
                 keys.append(k); groups.append(Group(label: r.config.method, runs: [r]))
             }
         }
-        // Groups of one method are told apart by their method keys and models, else by their first run's directory.
+        // Groups of one method are told apart by their method keys, their models and any other key they set
+        // differently (optimizer.lr), else by their first run's directory.
         for method in Set(groups.map(\.label)) {
             let same = groups.indices.filter { groups[$0].label == method }
             guard same.count > 1 else { continue }
@@ -173,6 +174,11 @@ struct Report: ParsableCommand {
                 var parts = optionKeys.filter { k in Set(configs.map { "\($0.methodOptions.values[k].map { "\($0)" } ?? "")" }).count > 1 }
                     .map { "\($0)=\(c.methodOptions.values[$0].map(describe) ?? "—")" }
                 if Set(configs.map(\.models)).count > 1 { parts.append("[" + c.models.joined(separator: ", ") + "]") }
+                let fields = configs.map { Dictionary($0.fieldValues, uniquingKeysWith: { a, _ in a }) }
+                for (path, value) in c.fieldValues where !["seed", "output", "models"].contains(path)
+                    && Set(fields.map { $0[path] ?? "" }).count > 1 {
+                    parts.append("\(path)=\(value)")
+                }
                 if parts.isEmpty { parts.append((groups[i].runs[0].dir as NSString).lastPathComponent) }
                 groups[i].label = method + " " + parts.joined(separator: " ")
             }

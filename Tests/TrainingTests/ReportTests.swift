@@ -44,11 +44,14 @@ final class ReportTests: XCTestCase {
         let a1 = try makeRun("ind-1", method: "independent", seed: 1, top1: [[0.5, 0.4], [0.9, 0.6], [0.8, 0.6]])
         let b0 = try makeRun("dml-0", method: "dml", seed: 0, top1: [[0.5, 0.5], [0.6, 0.6]], teacher: [0.55, 0.65])
         let b1 = try makeRun("dml-t3-0", method: "dml", seed: 0, options: ["method.temperature=3"], top1: [[0.5, 0.5], [0.6, 0.6]], teacher: [0.5, 0.7])
-        let r = runProcess(distillBinary, ["report", a0, b0, a1, b1, "--json"])
+        let c0 = try makeRun("ind-lr-0", method: "independent", seed: 0, options: ["optimizer.lr=0.05"], top1: [[0.5, 0.4]])
+        let r = runProcess(distillBinary, ["report", a0, b0, a1, b1, c0, "--json"])
         XCTAssertEqual(r.status, 0, r.output)
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
         let groups = try XCTUnwrap(json["groups"] as? [[String: Any]])
-        XCTAssertEqual(groups.map { $0["label"] as? String }, ["independent", "dml temperature=1", "dml temperature=3"])
+        XCTAssertEqual(groups.map { $0["label"] as? String },
+                       ["independent optimizer.lr=0.1", "dml temperature=1", "dml temperature=3", "independent optimizer.lr=0.05"],
+                       "groups of a method are told apart by the method keys, else by the other keys they set differently")
         XCTAssertEqual(groups[0]["runs"] as? [String], [a0, a1])
         XCTAssertEqual(groups[0]["names"] as? [String], ["peer 0 (resnet8)", "peer 1 (resnet8)", "mean of peers"])
         XCTAssertEqual(groups[1]["names"] as? [String], ["peer 0 (resnet8)", "peer 1 (resnet8)", "mean of peers", "ensemble"])
