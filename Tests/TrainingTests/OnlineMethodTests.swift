@@ -229,7 +229,12 @@ final class OnlineMethodTests: XCTestCase {
     /// after 5 steps even at lr 0.001 — so equality is checked on shallower different architectures, and the
     /// deeper cohort is run on 3 ranks.)
     func testFFLHeterogeneousPeersOnThreeRanks() throws {
-        let (_, many) = try checkEquality("ffl", models: ["resnet8", "resnet14", "wrn10_2"], ranks: [3, 2], extra: ["--set", "optimizer.lr=0.003"])
+        // Two steps, not five: with the F(4×4, 3×3) Winograd tiles the background pixels of a Fashion-MNIST image no
+        // longer give exactly equal activations (the transforms round them apart by about 1e-7), so they stop
+        // crossing ReLU thresholds together and training amplifies placement's summation order faster. Five steps
+        // at lr 0.003 then differ by 3e-4 (2e-8 with F(2×2, 3×3)); two agree to about 4e-7.
+        let (_, many) = try checkEquality("ffl", models: ["resnet8", "resnet14", "wrn10_2"], ranks: [3, 2],
+                                          extra: ["--set", "optimizer.lr=0.003", "--set", "dataset.train_subset=64"])
         for p in 0..<3 { XCTAssertTrue(FileManager.default.fileExists(atPath: many[0] + "/peer\(p).module.safetensors")) }
         let deep = try train("ffl", models: ["resnet20", "resnet32", "wrn16_2"], ranks: 3, extra: ["--out", dir + "/ffl-deep"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: deep + "/peer2.safetensors"))
