@@ -131,6 +131,24 @@ func forEachTile(_ images: Range<Int>, th: Int, tw: Int, _ body: (Int, Int, Int,
     }
 }
 
+/// Channels c..<c+8 of pixel (iy, ix) of a channels-last image of h×w×C, or zeros outside it; `inside` promises
+/// the pixel is in the image (a tile away from every border), skipping the test.
+@inline(__always)
+func loadPixel8(_ image: UnsafePointer<Float>, h: Int, w: Int, C: Int, _ iy: Int, _ ix: Int, _ c: Int, inside: Bool) -> V8 {
+    if inside || (iy >= 0 && iy < h && ix >= 0 && ix < w) { return load8(image + (iy * w + ix) * C + c) }
+    return V8(repeating: 0)
+}
+
+/// Writes (or, with `accumulate`, adds) channels c..<c+8 of output pixel (oy, ox) of a channels-last image of
+/// h×w×C, skipping pixels outside it (a partial tile's); `inside` promises the pixel is in the image.
+@inline(__always)
+func storePixel8(_ val: V8, _ image: UnsafeMutablePointer<Float>, h: Int, w: Int, C: Int, _ oy: Int, _ ox: Int, _ c: Int,
+                 inside: Bool, accumulate: Bool) {
+    guard inside || (oy < h && ox < w) else { return }
+    let p = image + (oy * w + ox) * C + c
+    store8(accumulate ? load8(p) + val : val, p)
+}
+
 /// V_ξ[t][c] = (Bᵀ d_t B)[i][j] for every tile t of the chunk, d_t the zero-padded 4×4 input window.
 @inline(__always)
 func winogradInputTransform(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>, th: Int, tw: Int,
@@ -143,11 +161,7 @@ func winogradInputTransform(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images
         var c = 0
         while c < C {
             @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
-                let iy = y0 + r, ix = x0 + s
-                if interior || (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
-                    return load8(xi + (iy * g.w + ix) * C + c)
-                }
-                return V8(repeating: 0)
+                loadPixel8(xi, h: g.h, w: g.w, C: C, y0 + r, x0 + s, c, inside: interior)
             }
             let base = v + t * C + c
             // Column s of Bᵀ d, for each s; then row r of (Bᵀ d) B.
@@ -192,10 +206,7 @@ func winogradOutputTransform(_ m: UnsafePointer<Float>, _ g: ConvGeometry, image
             let o00 = a0.0 + a1.0 + a2.0, o01 = a1.0 - a2.0 - a3.0
             let o10 = a0.1 + a1.1 + a2.1, o11 = a1.1 - a2.1 - a3.1
             @inline(__always) func put(_ r: Int, _ s: Int, _ val: V8) {
-                let oy = 2 * ty + r, ox = 2 * tx + s
-                guard full || (oy < g.oh && ox < g.ow) else { return }
-                let p = yi + (oy * g.ow + ox) * C + c
-                store8(beta == 0 ? val : load8(p) + val, p)
+                storePixel8(val, yi, h: g.oh, w: g.ow, C: C, 2 * ty + r, 2 * tx + s, c, inside: full, accumulate: beta != 0)
             }
             put(0, 0, o00); put(0, 1, o01); put(1, 0, o10); put(1, 1, o11)
             c += 8
@@ -272,9 +283,7 @@ func winogradOutputAdjoint(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, images
         var c = 0
         while c < C {
             @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
-                let oy = 2 * ty + r, ox = 2 * tx + s
-                if full || (oy < g.oh && ox < g.ow) { return load8(di + (oy * g.ow + ox) * C + c) }
-                return V8(repeating: 0)
+                loadPixel8(di, h: g.oh, w: g.ow, C: C, 2 * ty + r, 2 * tx + s, c, inside: full)
             }
             let y00 = ld(0, 0), y01 = ld(0, 1), y10 = ld(1, 0), y11 = ld(1, 1)
             // e_r = dY_r·Aᵀ = (y_r0, y_r0 + y_r1, y_r0 − y_r1, −y_r1); dM = (e0, e0 + e1, e0 − e1, −e1)
@@ -320,11 +329,7 @@ func winogradInputTransform4(_ x: UnsafePointer<Float>, _ g: ConvGeometry, image
         var c = 0
         while c < C {
             @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
-                let iy = y0 + r, ix = x0 + s
-                if interior || (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
-                    return load8(xi + (iy * g.w + ix) * C + c)
-                }
-                return V8(repeating: 0)
+                loadPixel8(xi, h: g.h, w: g.w, C: C, y0 + r, x0 + s, c, inside: interior)
             }
             // Column s of Bᵀ d, for each s; then row i of (Bᵀ d) B is Bᵀ applied to row i of Bᵀ d.
             @inline(__always) func column(_ s: Int) -> (V8, V8, V8, V8, V8, V8) {
@@ -374,12 +379,8 @@ func winogradOutputTransform4(_ m: UnsafePointer<Float>, _ g: ConvGeometry, imag
             }
             let a0 = column(0), a1 = column(1), a2 = column(2), a3 = column(3), a4 = column(4), a5 = column(5)
             @inline(__always) func put(_ r: Int, _ o: (V8, V8, V8, V8)) {
-                let oy = 4 * ty + r
                 @inline(__always) func one(_ s: Int, _ val: V8) {
-                    let ox = 4 * tx + s
-                    guard full || (oy < g.oh && ox < g.ow) else { return }
-                    let p = yi + (oy * g.ow + ox) * C + c
-                    store8(beta == 0 ? val : load8(p) + val, p)
+                    storePixel8(val, yi, h: g.oh, w: g.ow, C: C, 4 * ty + r, 4 * tx + s, c, inside: full, accumulate: beta != 0)
                 }
                 one(0, o.0); one(1, o.1); one(2, o.2); one(3, o.3)
             }
@@ -433,9 +434,7 @@ func winogradOutputAdjoint4(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, image
         var c = 0
         while c < C {
             @inline(__always) func ld(_ r: Int, _ s: Int) -> V8 {
-                let oy = 4 * ty + r, ox = 4 * tx + s
-                if full || (oy < g.oh && ox < g.ow) { return load8(di + (oy * g.ow + ox) * C + c) }
-                return V8(repeating: 0)
+                loadPixel8(di, h: g.oh, w: g.ow, C: C, 4 * ty + r, 4 * tx + s, c, inside: full)
             }
             // Each row of dY through A (dY·Aᵀ), then each of the six columns through A.
             let r0 = a6(ld(0, 0), ld(0, 1), ld(0, 2), ld(0, 3)), r1 = a6(ld(1, 0), ld(1, 1), ld(1, 2), ld(1, 3))
