@@ -69,6 +69,31 @@ public final class BatchNorm2d: Layer {
     }
 }
 
+/// Whether evaluation without the tape runs a convolution and the batch norm after it (with the residual sum and
+/// ReLU that follow) as one pass over the output (`conv2dFused`); off only to measure what that buys
+/// (`distill bench engine --compare-fusion`).
+public nonisolated(unsafe) var inferenceFusionEnabled = true
+
+/// Whether `convBatchNorm` fuses for this batch norm now: evaluation mode, no tape.
+public func fusesInference(_ bn: BatchNorm2d) -> Bool {
+    inferenceFusionEnabled && !GradMode.isEnabled && !bn.isTraining
+}
+
+/// bn(conv(x)), plus `residual` (relu: addRelu(·, residual), otherwise residual + ·), then ReLU when `relu`. In
+/// evaluation mode without the tape, one pass: the convolution applies batch norm's folded affine map, the sum and
+/// the ReLU as it writes each chunk of its output, with the same results bit for bit; otherwise the ops in turn.
+public func convBatchNorm(_ conv: Conv2d, _ bn: BatchNorm2d, _ x: Tensor, relu: Bool, residual: Tensor? = nil) -> Tensor {
+    if fusesInference(bn) {
+        let (scale, shift) = batchNormEvalAffine(weight: bn.weight.value, bias: bn.bias.value, runningMean: bn.runningMean.value,
+                                                 runningVar: bn.runningVar.value, eps: bn.eps)
+        return conv2dFused(x, weight: conv.weight.value, bias: conv.bias?.value, stride: conv.stride, padding: conv.padding,
+                           groups: conv.groups, scale: scale, shift: shift, residual: residual, relu: relu)
+    }
+    guard let residual else { return bn.forward(conv(x), relu: relu) }
+    let y = bn(conv(x))
+    return relu ? addRelu(y, residual) : residual + y
+}
+
 /// y = x·Wᵀ + b.
 public final class Linear: Layer {
     public let weight: Parameter
@@ -118,5 +143,24 @@ public final class Sequential: Layer {
 
     public var children: [(String, Module)] { layers.enumerated().map { (String($0.offset), $0.element) } }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
+    /// The layers in turn; in evaluation without the tape, each Conv2d · BatchNorm2d (· ReLU) runs as one
+    /// `convBatchNorm`.
+    public func callAsFunction(_ x: Tensor) -> Tensor { run(x, layers: layers.indices) }
+
+    /// Layers `range` in turn, fused as `callAsFunction`.
+    public func run(_ x: Tensor, layers range: Range<Int>) -> Tensor {
+        guard !GradMode.isEnabled, !isTraining else { return layers[range].reduce(x) { $1($0) } }
+        var h = x, i = range.lowerBound
+        while i < range.upperBound {
+            if let conv = layers[i] as? Conv2d, i + 1 < range.upperBound, let bn = layers[i + 1] as? BatchNorm2d, fusesInference(bn) {
+                let relu = i + 2 < range.upperBound && layers[i + 2] is ReLU
+                h = convBatchNorm(conv, bn, h, relu: relu)
+                i += relu ? 3 : 2
+            } else {
+                h = layers[i](h)
+                i += 1
+            }
+        }
+        return h
+    }
 }

@@ -25,7 +25,12 @@ public final class InvertedResidual: Layer {
         residual = stride == 1 && inp == oup
     }
     public var children: [(String, Module)] { [("conv", conv)] }
-    public func callAsFunction(_ x: Tensor) -> Tensor { residual ? x + conv(x) : conv(x) }
+    /// The block; with the residual, conv.6 · conv.7 adds it as it writes (`convBatchNorm`).
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        guard residual else { return conv(x) }
+        return convBatchNorm(conv.layers[6] as! Conv2d, conv.layers[7] as! BatchNorm2d, conv.run(x, layers: 0..<6),
+                             relu: false, residual: x)
+    }
 }
 
 public final class MobileNetV2: Classifier {

@@ -38,10 +38,9 @@ public final class BasicBlock: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = bn1.forward(conv1(x), relu: true)
-        let y = bn2(conv2(h))
+        let h = convBatchNorm(conv1, bn1, x, relu: true)
         let shortcut = downsample.map { $0(x) } ?? x
-        return addRelu(y, shortcut)
+        return convBatchNorm(conv2, bn2, h, relu: true, residual: shortcut)
     }
 }
 
@@ -75,9 +74,9 @@ public final class Bottleneck: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = bn2.forward(conv2(bn1.forward(conv1(x), relu: true)), relu: true)
+        let h = convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x, relu: true), relu: true)
         let shortcut = downsample.map { $0(x) } ?? x
-        return addRelu(bn3(conv3(h)), shortcut)
+        return convBatchNorm(conv3, bn3, h, relu: true, residual: shortcut)
     }
 }
 
@@ -133,7 +132,7 @@ public final class CIFARResNet: Classifier {
     }
 
     public var stemModuleNames: [String] { ["conv1", "bn1"] + ["layer1", "layer2"].prefix(stemEnd) }
-    public func stem(_ x: Tensor) -> Tensor { stages.prefix(stemEnd).reduce(bn1.forward(conv1(x), relu: true)) { $1($0) } }
+    public func stem(_ x: Tensor) -> Tensor { stages.prefix(stemEnd).reduce(convBatchNorm(conv1, bn1, x, relu: true)) { $1($0) } }
     public func branch(_ h: Tensor) -> Tensor { stages.dropFirst(stemEnd).reduce(h) { $1($0) } }
     public func branchStages(_ h: Tensor) -> [Tensor] {
         var x = h
@@ -142,7 +141,7 @@ public final class CIFARResNet: Classifier {
     public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
     /// relu(bn1(conv1(x))), layer1, layer2, layer3 (each after its last block's ReLU).
     public func taps(_ x: Tensor) -> [Tensor] {
-        var h = bn1.forward(conv1(x), relu: true)
+        var h = convBatchNorm(conv1, bn1, x, relu: true)
         return [h] + stages.map { h = $0(h); return h }
     }
     public var tapChannels: [Int] { channels }

@@ -50,10 +50,10 @@ public final class ShuffleV1Block: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = bn1.forward(conv1(x), relu: true).channelShuffled(groups: shuffleGroups)
-        h = bn3(conv3(bn2.forward(conv2(h), relu: true)))
-        if stride == 2 { return concat([h, avgPool2d(x, kernel: 3, stride: 2, padding: 1)], axis: 3).relu() }
-        return addRelu(h, x)
+        var h = convBatchNorm(conv1, bn1, x, relu: true).channelShuffled(groups: shuffleGroups)
+        h = convBatchNorm(conv2, bn2, h, relu: true)
+        if stride == 2 { return concat([convBatchNorm(conv3, bn3, h, relu: false), avgPool2d(x, kernel: 3, stride: 2, padding: 1)], axis: 3).relu() }
+        return convBatchNorm(conv3, bn3, h, relu: true, residual: x)
     }
 }
 
@@ -77,7 +77,7 @@ public final class ShuffleV2Block: Layer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let parts = x.split(sizes: [half, x.shape[3] - half], axis: 3)
-        let h = bn3.forward(conv3(bn2(conv2(bn1.forward(conv1(parts[1]), relu: true)))), relu: true)
+        let h = convBatchNorm(conv3, bn3, convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, parts[1], relu: true), relu: false), relu: true)
         return concat([parts[0], h], axis: 3).channelShuffled(groups: 2)
     }
 }
@@ -103,8 +103,8 @@ public final class ShuffleV2DownBlock: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let left = bn2.forward(conv2(bn1(conv1(x))), relu: true)
-        let right = bn5.forward(conv5(bn4(conv4(bn3.forward(conv3(x), relu: true)))), relu: true)
+        let left = convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x, relu: false), relu: true)
+        let right = convBatchNorm(conv5, bn5, convBatchNorm(conv4, bn4, convBatchNorm(conv3, bn3, x, relu: true), relu: false), relu: true)
         return concat([left, right], axis: 3).channelShuffled(groups: 2)
     }
 }
@@ -161,14 +161,14 @@ public final class ShuffleNet: Classifier {
     public var tapChannels: [Int] { widths }
 
     public func taps(_ x: Tensor) -> [Tensor] {
-        var h = bn1.forward(conv1(x), relu: true), out = [h]
+        var h = convBatchNorm(conv1, bn1, x, relu: true), out = [h]
         for stage in [layer1, layer2, layer3] { h = stage(h); out.append(h) }
         return out
     }
-    public func stem(_ x: Tensor) -> Tensor { layer2(layer1(bn1.forward(conv1(x), relu: true))) }
+    public func stem(_ x: Tensor) -> Tensor { layer2(layer1(convBatchNorm(conv1, bn1, x, relu: true))) }
     public func branch(_ h: Tensor) -> Tensor { layer3(h) }
     public func head(_ f: Tensor) -> Tensor {
         guard let conv2, let bn2 else { return linear(globalAvgPool(f)) }
-        return linear(globalAvgPool(bn2.forward(conv2(f), relu: true)))
+        return linear(globalAvgPool(convBatchNorm(conv2, bn2, f, relu: true)))
     }
 }

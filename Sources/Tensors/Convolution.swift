@@ -12,6 +12,8 @@
 // Chunks are whole images, so workers write disjoint parts of dx; each worker sums dW in its own buffer.
 // 1×1 stride-1 unpadded layers (grouped too) skip im2col: x itself is cols, one sgemm per group over every pixel.
 // Depthwise layers (groups = Ci = Co) take a direct kernel instead (Depthwise.swift).
+// Inference (`conv2dFused`, no tape) hands every path an epilogue that each chunk applies to its own output rows
+// while they are still in cache: batch norm's affine map, a residual, a ReLU (see ConvEpilogue).
 import CBLAS
 
 /// Shapes of one convolution.
@@ -64,6 +66,37 @@ final class Scratch {
             }
         }
         return Array(buffers.prefix(workers).map { Array($0.prefix(slots)) })
+    }
+}
+
+/// What an inference convolution applies to its output rows [M × Co] as each chunk finishes them:
+///   y = y·scale + shift (per channel), then y + residual (same layout as y) when given, then max(0, y) when `relu`:
+/// the operations, in the order, of batchNorm (evaluation), `+` and addRelu, so the result is bit-identical to
+/// running them one after another, without their three extra passes over the activation.
+public struct ConvEpilogue {
+    let scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
+    let residual: UnsafePointer<Float>?
+    let relu: Bool
+
+    /// Applies the epilogue to rows `rows` of y [M × C].
+    @inline(__always)
+    func apply(_ y: UnsafeMutablePointer<Float>, rows: Range<Int>, C: Int) {
+        for m in rows {
+            let yr = y + m * C, rr = residual.map { $0 + m * C }
+            var c = 0
+            while c + 8 <= C {
+                var v = load8(yr + c) * load8(scale + c) + load8(shift + c)
+                if let rr { v = v + load8(rr + c) }
+                store8(relu ? relu8(v) : v, yr + c)
+                c += 8
+            }
+            while c < C {
+                var v = yr[c] * scale[c] + shift[c]
+                if let rr { v = v + rr[c] }
+                yr[c] = relu ? max(0, v) : v
+                c += 1
+            }
+        }
     }
 }
 
@@ -172,24 +205,41 @@ func addRowsToWeightGrad(_ dwp: UnsafePointer<Float>, _ g: ConvGeometry, _ dw: U
 
 /// y [M × Co] = beta·y + conv(x, w) for a weight in PyTorch layout: Winograd F(2×2, 3×3) where it applies,
 /// otherwise im2col + sgemm.
+/// With an epilogue, each chunk applies it to the rows it wrote.
 func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
-                       y: UnsafeMutablePointer<Float>, beta: Float) {
+                       y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
     if winogradApplies(g) {
-        winogradForward(x, g, weight: w, y: y, beta: beta)
+        winogradForward(x, g, weight: w, y: y, beta: beta, epilogue: epilogue)
         return
     }
     if depthwiseApplies(g) {
-        depthwiseForward(x, g, weight: w, y: y, beta: beta)
+        depthwiseForward(x, g, weight: w, y: y, beta: beta, epilogue: epilogue)
         return
     }
     let wp = Tensor(uninitialized: [g.co, g.kg])
     permuteWeightToRows(w, g, wp.data)
-    im2colForward(x, g, wp: wp.data, y: y, beta: beta)
+    im2colForward(x, g, wp: wp.data, y: y, beta: beta, epilogue: epilogue)
 }
 
 /// y [M × Co] = beta·y + im2col(x)·Wpᵀ, chunked over whole images and split across workers.
 func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePointer<Float>,
-                   y: UnsafeMutablePointer<Float>, beta: Float) {
+                   y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
+    if g.isPointwise, let epilogue {
+        // Row chunks of about convChunkPixels, each multiplied and finished while in cache.
+        let M = g.n * g.oh * g.ow, chunks = (M + convChunkPixels - 1) / convChunkPixels
+        parallelRanges(chunks) { _, chunkRange in
+            for c in chunkRange {
+                let rows = (c * convChunkPixels)..<min(M, (c + 1) * convChunkPixels)
+                for grp in 0..<g.groups {
+                    gemm(transA: false, transB: true, m: rows.count, n: g.cog, k: g.cig,
+                         a: x + rows.lowerBound * g.ci + grp * g.cig, lda: g.ci, b: wp + grp * g.cog * g.cig, ldb: g.cig,
+                         beta: beta, c: y + rows.lowerBound * g.co + grp * g.cog, ldc: g.co, parallel: false)
+                }
+                epilogue.apply(y, rows: rows, C: g.co)
+            }
+        }
+        return
+    }
     if g.isPointwise {
         for grp in 0..<g.groups {
             gemm(transA: false, transB: true, m: g.n * g.oh * g.ow, n: g.cog, k: g.cig, a: x + grp * g.cig, lda: g.ci,
@@ -213,6 +263,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
                      b: wp + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
                      parallel: false)
             }
+            epilogue?.apply(y, rows: (images.lowerBound * g.oh * g.ow)..<(images.upperBound * g.oh * g.ow), C: g.co)
         }
     }
 }
@@ -260,6 +311,27 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
         conv2dBackward(x: x, weight: weight, bias: bias, dy: out.grad!.data, g,
                        imagesPerChunk: imagesPerChunk, chunks: chunks)
+    }
+    return out
+}
+
+/// Inference only (inside `withoutGradients`): conv2d followed, in the same pass over each chunk of its output, by
+/// y·scale + shift per channel (a batch norm in evaluation mode: `batchNormEvalAffine`), + `residual`, and a ReLU
+/// (ConvEpilogue), bit-identical to running those ops separately.
+public func conv2dFused(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
+                        groups: Int = 1, scale: Tensor, shift: Tensor, residual: Tensor? = nil, relu: Bool) -> Tensor {
+    precondition(!GradMode.isEnabled, "conv2dFused: inference only, inside withoutGradients (it records no backward)")
+    let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
+    if let b = bias { precondition(b.shape == [g.co], "conv2dFused: bias shape \(b.shape), expected [\(g.co)]") }
+    precondition(scale.shape == [g.co] && shift.shape == [g.co],
+                 "conv2dFused: scale \(scale.shape) and shift \(shift.shape) must both be [\(g.co)]")
+    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
+    if let r = residual { precondition(r.shape == out.shape, "conv2dFused: residual \(r.shape), expected \(out.shape)") }
+    let y = out.data, M = g.n * g.oh * g.ow
+    let epilogue = ConvEpilogue(scale: scale.data, shift: shift.data, residual: residual.map { UnsafePointer($0.data) }, relu: relu)
+    Profiler.measure(.convolutionForward) {
+        if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
+        convForwardKernel(x.data, g, weight: weight.data, y: y, beta: bias == nil ? 0 : 1, epilogue: epilogue)
     }
     return out
 }

@@ -43,9 +43,9 @@ func forEachDepthwiseTap(_ g: ConvGeometry, _ body: (Int, Int, Int) -> Void) {
     }
 }
 
-/// y [N·OH·OW × C] = beta·y + depthwise(x, w), w in PyTorch layout.
+/// y [N·OH·OW × C] = beta·y + depthwise(x, w), w in PyTorch layout; then `epilogue` on each image's rows.
 func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
-                      y: UnsafeMutablePointer<Float>, beta: Float) {
+                      y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
     let taps = depthwiseTaps(w, g), wt = UnsafePointer(taps.data)
     let C = g.ci, inImage = g.h * g.w * C, outImage = g.oh * g.ow * C
     parallelRanges(g.n) { _, images in
@@ -56,6 +56,7 @@ func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Un
                 let yr = yi + o * C, xr = xi + i * C, wr = wt + a * C
                 for c in 0..<C { yr[c] += xr[c] * wr[c] }
             }
+            epilogue?.apply(y, rows: (img * g.oh * g.ow)..<((img + 1) * g.oh * g.ow), C: C)
         }
     }
 }

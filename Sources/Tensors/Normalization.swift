@@ -65,17 +65,9 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
                 rv[c] = (1 - momentum) * rv[c] + momentum * Float(q[c] / (total - 1))
             }
         } else {
-            for c in 0..<C {
-                mu[c] = runningMean.data[c]
-                inv[c] = 1 / (runningVar.data[c] + eps).squareRoot()
-            }
+            runningInverseStd(runningMean: runningMean, runningVar: runningVar, eps: eps, mean: mu, istd: inv)
         }
-        // y = x·a + b per channel, a = γ·istd, b = β − μ·a.
-        var a = [Float](repeating: 0, count: C), b = [Float](repeating: 0, count: C)
-        for c in 0..<C {
-            a[c] = (weight?.data[c] ?? 1) * inv[c]
-            b[c] = (bias?.data[c] ?? 0) - mu[c] * a[c]
-        }
+        let (a, b) = batchNormAffine(weight: weight, bias: bias, mean: mu, istd: inv, C)
         let out = Tensor(uninitialized: x.shape)
         let y = out.data
         a.withUnsafeBufferPointer { a in
@@ -139,6 +131,38 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         return out
 
     }
+}
+
+/// μ and istd = 1/√(σ² + ε) from the running statistics (evaluation mode).
+func runningInverseStd(runningMean: Tensor, runningVar: Tensor, eps: Float, mean mu: UnsafeMutablePointer<Float>,
+                       istd inv: UnsafeMutablePointer<Float>) {
+    for c in 0..<runningMean.count {
+        mu[c] = runningMean.data[c]
+        inv[c] = 1 / (runningVar.data[c] + eps).squareRoot()
+    }
+}
+
+/// Batch norm as y = x·a + b per channel: a = γ·istd, b = β − μ·a.
+func batchNormAffine(weight: Tensor?, bias: Tensor?, mean mu: UnsafePointer<Float>, istd inv: UnsafePointer<Float>,
+                     _ C: Int) -> ([Float], [Float]) {
+    var a = [Float](repeating: 0, count: C), b = [Float](repeating: 0, count: C)
+    for c in 0..<C {
+        a[c] = (weight?.data[c] ?? 1) * inv[c]
+        b[c] = (bias?.data[c] ?? 0) - mu[c] * a[c]
+    }
+    return (a, b)
+}
+
+/// Evaluation-mode batch norm's per-channel map y = x·scale + shift, exactly as `batchNorm` computes it (for a
+/// convolution to apply as it writes its output: `conv2dFused`).
+public func batchNormEvalAffine(weight: Tensor?, bias: Tensor?, runningMean: Tensor, runningVar: Tensor,
+                                eps: Float = 1e-5) -> (scale: Tensor, shift: Tensor) {
+    let C = runningMean.count
+    precondition(runningVar.count == C, "batchNormEvalAffine: running statistics of \(C) and \(runningVar.count) entries")
+    let mean = Tensor(zeros: [C]), istd = Tensor(zeros: [C])
+    runningInverseStd(runningMean: runningMean, runningVar: runningVar, eps: eps, mean: mean.data, istd: istd.data)
+    let (a, b) = batchNormAffine(weight: weight, bias: bias, mean: mean.data, istd: istd.data, C)
+    return (Tensor(shape: [C], values: a), Tensor(shape: [C], values: b))
 }
 
 /// Rows per block of `rowBlockReduce`.

@@ -88,9 +88,9 @@ func winogradWeights(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMut
     }
 }
 
-/// y = beta·y + conv3×3(x, w) with stride 1, padding 1.
+/// y = beta·y + conv3×3(x, w) with stride 1, padding 1; each chunk then applies `epilogue` to its images' rows.
 func winogradForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
-                     y: UnsafeMutablePointer<Float>, beta: Float) {
+                     y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
     let ci = g.ci, co = g.co
     let plan = WinogradPlan(g)
     let u = Tensor(uninitialized: [plan.points, ci, co])
@@ -114,6 +114,7 @@ func winogradForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Uns
         } else {
             winogradOutputTransform(m, g, images: images, th: plan.th, tw: plan.tw, tiles: T, y: y, beta: beta)
         }
+        epilogue?.apply(y, rows: (images.lowerBound * g.oh * g.ow)..<(images.upperBound * g.oh * g.ow), C: co)
     }
 }
 

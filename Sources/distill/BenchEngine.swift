@@ -15,7 +15,9 @@ struct BenchEngine: ParsableCommand {
         The step's split gives the share of its time in each part: convolution forward, data gradient and
         weight gradient (im2col, Winograd, sgemm, col2im, depthwise), batch norm, elementwise passes
         (activations, residual sums, gradient accumulation), the optimiser step, and the rest (pooling, the
-        classifier, the loss, the tape). Build with `swift build -c release` first; debug builds are far slower.
+        classifier, the loss, the tape). Inference runs each convolution with the batch norm, residual sum and
+        ReLU after it as one pass (`--compare-fusion` also measures the layers one by one); its split is printed
+        too. Build with `swift build -c release` first; debug builds are far slower.
         """)
 
     @OptionGroup var format: OutputFormat
@@ -34,6 +36,9 @@ struct BenchEngine: ParsableCommand {
 
     @Flag(help: "Also measure each model with depthwise layers through per-group im2col products (the baseline the direct depthwise kernel replaces), in the same run.")
     var compareDepthwise = false
+
+    @Flag(help: "Also measure inference with every convolution, batch norm, residual sum and ReLU run as separate passes (the baseline the fused inference replaces), in the same run.")
+    var compareFusion = false
 
     @Option(help: "Winograd output tile for every 3×3 layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
     var winogradTile: Int?
@@ -71,14 +76,23 @@ struct BenchEngine: ParsableCommand {
                 for (key, label, share) in split {
                     report("\(name)_\(key)_share_t\(t)", share * 100, "  % of the step: \(label)")
                 }
-                report("\(name)_infer_ips_t\(t)", try measureInference(name),
-                       "\(name) inference images/s, batch \(batch), \(t) thread(s)")
+                let (infer, inferSplit) = try measureInference(name)
+                report("\(name)_infer_ips_t\(t)", infer, "\(name) inference images/s, batch \(batch), \(t) thread(s)")
+                for (key, label, share) in inferSplit where share > 0.0005 {
+                    report("\(name)_infer_\(key)_share_t\(t)", share * 100, "  % of inference: \(label)")
+                }
+                if compareFusion {
+                    inferenceFusionEnabled = false
+                    defer { inferenceFusionEnabled = true }
+                    report("\(name)_infer_ips_t\(t)_unfused", try measureInference(name).0,
+                           "\(name) inference images/s, unfused, \(t) thread(s)")
+                }
                 if compareDepthwise {
                     depthwiseDirectEnabled = false
                     defer { depthwiseDirectEnabled = true }
                     report("\(name)_train_ips_t\(t)_pergroup", try measureTraining(name, threads: t).0,
                            "\(name) train images/s, per-group products, \(t) thread(s)")
-                    report("\(name)_infer_ips_t\(t)_pergroup", try measureInference(name),
+                    report("\(name)_infer_ips_t\(t)_pergroup", try measureInference(name).0,
                            "\(name) inference images/s, per-group products, \(t) thread(s)")
                 }
             }
@@ -111,20 +125,29 @@ struct BenchEngine: ParsableCommand {
         let t0 = Profiler.now()
         for _ in 0..<steps { step() }
         let elapsed = Profiler.now() - t0
-        var split = Profiler.Part.allCases.map { ($0.key, $0.label, Profiler.seconds[$0.rawValue] / elapsed) }
-        split.append(("other", "the rest (pooling, classifier, loss, tape)", 1 - split.reduce(0) { $0 + $1.2 }))
-        return (Double(batch * steps) / elapsed, split)
+        return (Double(batch * steps) / elapsed, split(elapsed))
     }
 
-    /// Images/s of an eval-mode forward pass without the tape.
-    func measureInference(_ name: String) throws -> Double {
+    /// The profiler's parts as shares of `elapsed`, and the rest: (key, label, share).
+    func split(_ elapsed: Double) -> [(String, String, Double)] {
+        var split = Profiler.Part.allCases.map { ($0.key, $0.label, Profiler.seconds[$0.rawValue] / elapsed) }
+        split.append(("other", "the rest (pooling, classifier, loss, tape)", 1 - split.reduce(0) { $0 + $1.2 }))
+        return split
+    }
+
+    /// Images/s of an eval-mode forward pass without the tape, and its split as `measureTraining`'s.
+    func measureInference(_ name: String) throws -> (Double, [(String, String, Double)]) {
         let (model, x, _) = try makeModel(name)
         model.eval()
         return withoutGradients {
             _ = model(x)
+            Profiler.reset()
+            Profiler.isEnabled = true
+            defer { Profiler.isEnabled = false }
             let t0 = Profiler.now()
             for _ in 0..<steps { _ = model(x) }
-            return Double(batch * steps) / (Profiler.now() - t0)
+            let elapsed = Profiler.now() - t0
+            return (Double(batch * steps) / elapsed, split(elapsed))
         }
     }
 }

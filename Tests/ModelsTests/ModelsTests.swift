@@ -160,6 +160,34 @@ final class ModelsTests: XCTestCase {
         }
     }
 
+    /// Evaluation without the tape runs each convolution with the batch norm after it (and the residual sum and
+    /// ReLU that follow) as one pass: logits and feature taps equal the unfused layers' bit for bit, in every model
+    /// family, with non-trivial running statistics.
+    func testInferenceFusionIsBitIdentical() throws {
+        defer { inferenceFusionEnabled = true }
+        for name in ["resnet8", "resnet20b", "vgg8", "mobilenetv2", "shufflenetv1", "shufflenetv2"] {
+            var g = Generator(seed: 5)
+            let m = try ModelZoo.make(name, classes: 10, generator: &g)
+            // Every vector (batch norm's affine terms and running statistics, biases) away from its initial value.
+            for (key, p) in m.namedState() where p.value.rank == 1 {
+                let v = p.value
+                for i in 0..<v.count { v.data[i] = key.hasSuffix("running_var") ? 0.5 + g.uniform() : g.normal() * 0.2 + (key.hasSuffix("weight") ? 1 : 0) }
+            }
+            m.eval()
+            let x = randomTensor([3, 32, 32, 3], seed: 6)
+            var outputs: [[[Float]]] = []
+            for fused in [true, false] {
+                inferenceFusionEnabled = fused
+                outputs.append(withoutGradients { [m(x).array] + m.taps(x).map(\.array) })
+            }
+            XCTAssertEqual(outputs[0].count, outputs[1].count, name)
+            for (k, (a, b)) in zip(outputs[0], outputs[1]).enumerated() {
+                let differing = zip(a, b).filter { $0 != $1 }.count
+                XCTAssertTrue(a.count == b.count && differing == 0, "\(name), output \(k): \(differing) of \(a.count) values differ")
+            }
+        }
+    }
+
     func testStemBranchHeadComposeAndGrayscaleInput() throws {
         for name in ["resnet8", "wrn16_1"] {
             var g = Generator(seed: 1)

@@ -122,6 +122,48 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertTrue(depthwiseApplies(g), "MobileNetV2's depthwise layer takes the direct kernel")
     }
 
+    /// conv2dFused (inference: batch norm's affine map, a residual and a ReLU applied by each chunk as it writes)
+    /// equals the separate ops bit for bit on every kernel path (Winograd's two tiles, im2col, pointwise with its
+    /// row chunks, depthwise), with a bias or not, at 1 and 3 threads with small chunks.
+    func testFusedEpilogueEqualsSeparateOps() {
+        let savedThreads = Threads.count, savedChunk = convChunkPixels, savedTiles = winogradChunkTiles
+        defer { Threads.set(savedThreads); convChunkPixels = savedChunk; winogradChunkTiles = savedTiles; winogradTileOverride = nil }
+        convChunkPixels = 20; winogradChunkTiles = 8
+        var seed: UInt64 = 200
+        func next() -> UInt64 { seed += 1; return seed }
+        withoutGradients {
+            for threads in [1, 3] {
+                Threads.set(threads)
+                for (tile, c) in [(4, cases[cases.count - 3]), (2, cases[cases.count - 2])] + cases.map({ (nil, $0) }) {
+                    winogradTileOverride = tile
+                    let x = randomTensor([c.n, c.h, c.w, c.ci], seed: next())
+                    let w = randomTensor([c.co, c.ci / c.groups, c.k, c.k], seed: next(), std: 0.3)
+                    for bias in [nil, randomTensor([c.co], seed: next())] as [Tensor?] {
+                        let gamma = randomTensor([c.co], seed: next()), beta = randomTensor([c.co], seed: next())
+                        let mean = randomTensor([c.co], seed: next())
+                        let variance = Tensor(shape: [c.co], values: randomTensor([c.co], seed: next()).array.map { 0.5 + $0 * $0 })
+                        let plain = conv2d(x, weight: w, bias: bias, stride: c.stride, padding: c.pad, groups: c.groups)
+                        let bn = batchNorm(plain, weight: gamma, bias: beta, runningMean: mean, runningVar: variance, training: false)
+                        let residual = randomTensor(plain.shape, seed: next())
+                        let (scale, shift) = batchNormEvalAffine(weight: gamma, bias: beta, runningMean: mean, runningVar: variance)
+                        for (r, relu) in [(nil, false), (nil, true), (residual, false), (residual, true)] as [(Tensor?, Bool)] {
+                            let fused = conv2dFused(x, weight: w, bias: bias, stride: c.stride, padding: c.pad, groups: c.groups,
+                                                    scale: scale, shift: shift, residual: r, relu: relu)
+                            let expected: Tensor
+                            switch (r, relu) {
+                            case (nil, false): expected = bn
+                            case (nil, true): expected = bn.relu()
+                            case (let r?, false): expected = r + bn
+                            case (let r?, true): expected = addRelu(bn, r)
+                            }
+                            XCTAssertEqual(fused.array, expected.array, "\(c), tile \(tile.map(String.init) ?? "auto"), bias \(bias != nil), residual \(r != nil), relu \(relu), \(threads) threads")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testOutputShapeAndFiniteDifferences() {
         let x = randomTensor([2, 6, 5, 3], seed: 1), w = randomTensor([4, 3, 3, 3], seed: 2, std: 0.5)
         let b = randomTensor([4], seed: 3)
