@@ -2,16 +2,18 @@
 # variants, and running trainings a few at a time, each resumable and skipped once complete.
 #
 # Budget options (each script sets its defaults first): --out DIR, --methods 'M ...', --train-subset N,
-# --validation V, --epochs E, --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
+# --validation V, --epochs E, --eval-every K (evaluate every K epochs and at the last; default 1), --seeds 'S ...',
+# --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
 # (a function given the option and its value, returning non-zero for an unknown option).
 # A method may carry keys as a variant, NAME:key=value[,key=value]: a plain key is the method's (`dml:temperature=3`
 # sets method.temperature), a dotted one the run's (`dkd:optimizer.lr=0.05`); the run's directory is named
 # NAME_key=value_... (`dml_temperature=3`).
 
-# results_options SCRIPT "$@": reads the budget options into out, methods, subset, validation, epochs, seeds,
-# threads and jobs.
+# results_options SCRIPT "$@": reads the budget options into out, methods, subset, validation, epochs, every, seeds,
+# threads and jobs, and the run keys they set into the array `budget` (--set options for every run).
 results_options() {
     local script="$1"; shift
+    every=1
     while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || [[ "$1" == -h || "$1" == --help ]] || { echo "launch/$script: option '$1' needs a value (see --help)" >&2; exit 2; }
         case "$1" in
@@ -20,6 +22,7 @@ results_options() {
             --train-subset) subset="$2" ;;
             --validation) validation="$2" ;;
             --epochs) epochs="$2" ;;
+            --eval-every) every="$2" ;;
             --seeds) seeds="$2" ;;
             --threads) threads="$2" ;;
             --jobs) jobs="$2" ;;
@@ -30,9 +33,11 @@ results_options() {
         esac
         shift 2
     done
-    for n in "$subset" "$validation" "$epochs" "$threads" "$jobs"; do
+    for n in "$subset" "$validation" "$epochs" "$every" "$threads" "$jobs"; do
         [[ "$n" =~ ^[0-9]+$ ]] || { echo "launch/$script: budget options take whole numbers, got '$n'" >&2; exit 2; }
     done
+    budget=(--set dataset.train_subset="$subset" --set dataset.validation="$validation" --set epochs="$epochs"
+            --set eval_every="$every" --set threads="$threads")
     mkdir -p "$out"
     results_failed=0
 }
