@@ -7,6 +7,13 @@
 //   Training → Datasets → Tensors;  Collectives → CMPI → COpenMPI (Collectives does not know Layers)
 import PackageDescription
 
+// The engine's kernels (Swift SIMD over unsafe buffers) are compiled for the building machine's CPU, so they use its
+// vector width (AVX2 / AVX-512 on x86-64) instead of the architecture's baseline (SSE2). The binary then runs on that
+// machine's kind of CPU; set DISTILL_TARGET_CPU (an LLVM CPU name, e.g. x86-64, haswell) to build for others.
+// Floating-point results do not change: Swift contracts no multiply-add into an FMA, and no reduction is reordered.
+let targetCPU = Context.environment["DISTILL_TARGET_CPU"] ?? "native"
+let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+
 let package = Package(
     name: "swift-distill",
     platforms: [.macOS(.v13)],
@@ -35,7 +42,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // MARK: Engine: tensors and autograd, layers, models
-        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "Tensors", dependencies: ["CBLAS"], swiftSettings: kernelSettings),
         .target(name: "Layers", dependencies: ["Tensors"]),
         .target(name: "Models", dependencies: ["Layers", "Tensors"]),
 
