@@ -60,12 +60,12 @@ public final class BatchNorm2d: Layer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor { forward(x, relu: false) }
 
-    /// BN(x), or max(0, BN(x)) in one pass when `relu`.
-    public func forward(_ x: Tensor, relu: Bool) -> Tensor {
+    /// BN(x) (+ residual), or max(0, ·) of it when `relu`, in one pass (see `batchNorm`).
+    public func forward(_ x: Tensor, relu: Bool, residual: Tensor? = nil) -> Tensor {
         if isTraining { numBatchesTracked.value.data[0] += 1 }
         return batchNorm(x, weight: weight.value, bias: bias.value, runningMean: runningMean.value,
                          runningVar: runningVar.value, training: isTraining, momentum: momentum, eps: eps,
-                         fuseReLU: relu)
+                         fuseReLU: relu, residual: residual)
     }
 }
 
@@ -79,9 +79,10 @@ public func fusesInference(_ bn: BatchNorm2d) -> Bool {
     inferenceFusionEnabled && !GradMode.isEnabled && !bn.isTraining
 }
 
-/// bn(conv(x)), plus `residual` (relu: addRelu(·, residual), otherwise residual + ·), then ReLU when `relu`. In
-/// evaluation mode without the tape, one pass: the convolution applies batch norm's folded affine map, the sum and
-/// the ReLU as it writes each chunk of its output, with the same results bit for bit; otherwise the ops in turn.
+/// bn(conv(x)), plus `residual`, then ReLU when `relu`. In evaluation mode without the tape, one pass: the
+/// convolution applies batch norm's folded affine map, the sum and the ReLU as it writes each chunk of its output;
+/// otherwise the convolution, then batch norm with the sum and ReLU in its pass (which keeps no BN(x) for backward).
+/// Both give the values of the ops in turn, bit for bit.
 public func convBatchNorm(_ conv: Conv2d, _ bn: BatchNorm2d, _ x: Tensor, relu: Bool, residual: Tensor? = nil) -> Tensor {
     if fusesInference(bn) {
         let (scale, shift) = batchNormEvalAffine(weight: bn.weight.value, bias: bn.bias.value, runningMean: bn.runningMean.value,
@@ -89,9 +90,7 @@ public func convBatchNorm(_ conv: Conv2d, _ bn: BatchNorm2d, _ x: Tensor, relu: 
         return conv2dFused(x, weight: conv.weight.value, bias: conv.bias?.value, stride: conv.stride, padding: conv.padding,
                            groups: conv.groups, scale: scale, shift: shift, residual: residual, relu: relu)
     }
-    guard let residual else { return bn.forward(conv(x), relu: relu) }
-    let y = bn(conv(x))
-    return relu ? addRelu(y, residual) : residual + y
+    return bn.forward(conv(x), relu: relu, residual: residual)
 }
 
 /// y = x·Wᵀ + b.

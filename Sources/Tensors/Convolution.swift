@@ -78,25 +78,10 @@ public struct ConvEpilogue {
     let residual: UnsafePointer<Float>?
     let relu: Bool
 
-    /// Applies the epilogue to rows `rows` of y [M × C].
+    /// Applies the epilogue to rows `rows` of y [M × C] (batch norm's row kernel, in place).
     @inline(__always)
     func apply(_ y: UnsafeMutablePointer<Float>, rows: Range<Int>, C: Int) {
-        for m in rows {
-            let yr = y + m * C, rr = residual.map { $0 + m * C }
-            var c = 0
-            while c + 8 <= C {
-                var v = load8(yr + c) * load8(scale + c) + load8(shift + c)
-                if let rr { v = v + load8(rr + c) }
-                store8(relu ? relu8(v) : v, yr + c)
-                c += 8
-            }
-            while c < C {
-                var v = yr[c] * scale[c] + shift[c]
-                if let rr { v = v + rr[c] }
-                yr[c] = relu ? max(0, v) : v
-                c += 1
-            }
-        }
+        for m in rows { bnRowForward(y + m * C, scale, shift, residual.map { $0 + m * C }, y + m * C, C, relu: relu) }
     }
 }
 

@@ -18,15 +18,19 @@ public enum BatchStatistics {
 
 /// Batch norm of `x` (channels last) with affine `weight`/`bias` [C]. In training mode, normalises with the
 /// batch statistics and updates `runningMean`/`runningVar` in place with `momentum`; in eval mode, uses them.
-/// With `fuseReLU`, returns max(0, BN(x)) in the same pass.
+/// With `residual` (x's shape), returns BN(x) + residual; with `fuseReLU`, max(0, ·) of that, all in the same pass:
+/// the values and gradients of `addRelu(BN(x), residual)` (or `residual + BN(x)`) without keeping BN(x), which
+/// nothing's backward needs.
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor, runningVar: Tensor,
-                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, fuseReLU: Bool = false) -> Tensor {
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, fuseReLU: Bool = false,
+                      residual: Tensor? = nil) -> Tensor {
     Profiler.measure(.batchNorm) {
         let C = x.shape.last ?? 0
         precondition(x.rank >= 2, "batchNorm: input \(x.shape) needs a channel axis last")
         precondition(runningMean.count == C && runningVar.count == C, "batchNorm: running statistics must have \(C) entries")
         if let w = weight { precondition(w.count == C, "batchNorm: weight has \(w.count) entries, expected \(C)") }
         if let b = bias { precondition(b.count == C, "batchNorm: bias has \(b.count) entries, expected \(C)") }
+        if let r = residual { precondition(r.shape == x.shape, "batchNorm: residual \(r.shape), expected \(x.shape)") }
         let M = C == 0 ? 0 : x.count / C
         let sync = training ? BatchStatistics.allReduce : nil
         precondition(!training || M > 1 || sync != nil, "batchNorm: training needs more than one value per channel, got input \(x.shape)")
@@ -69,23 +73,32 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         }
         let (a, b) = batchNormAffine(weight: weight, bias: bias, mean: mu, istd: inv, C)
         let out = Tensor(uninitialized: x.shape)
-        let y = out.data
+        let y = out.data, rp = residual.map { UnsafePointer($0.data) }
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
                 let a = a.baseAddress!, b = b.baseAddress!
                 parallelRanges(M, minPerWorker: 4096) { _, r in
-                    for m in r { bnRowForward(xp + m * C, a, b, y + m * C, C, relu: fuseReLU) }
+                    for m in r { bnRowForward(xp + m * C, a, b, rp.map { $0 + m * C }, y + m * C, C, relu: fuseReLU) }
                 }
             }
         }
         var inputs = [x]
         if let w = weight { inputs.append(w) }
         if let b = bias { inputs.append(b) }
+        if let r = residual { inputs.append(r) }
         let backward = { (out: Tensor) in Profiler.measure(.batchNorm) {
             let mu = mean.data, inv = istd.data  // re-read from the captured tensors, which own the memory
             let dy = out.grad!.data
             // With fused ReLU the upstream gradient passes only where the output is positive.
             let mask: UnsafeMutablePointer<Float>? = fuseReLU ? out.data : nil
+            // The residual's gradient is the (masked) upstream gradient, as addRelu's or a sum's.
+            if let r = residual, r.requiresGrad {
+                let gr = r.gradBuffer(), n = out.count
+                elementwiseParallel(n) { s in
+                    if let mask { vMaskedAccumulate(gr + s.lowerBound, dy + s.lowerBound, mask: mask + s.lowerBound, s.count) }
+                    else { vAccumulate(gr + s.lowerBound, dy + s.lowerBound, s.count) }
+                }
+            }
             // Σ dy and Σ dy·(x − μ) per channel (then ·istd), in float blocks of 64 rows added into Double totals.
             var sums = rowBlockReduce(rows: M, width: 2 * C) { r, acc in
                 blockedRowSums(r, width: 2 * C, into: acc) { row, t in
@@ -208,17 +221,23 @@ func blockedRowSums(_ rows: Range<Int>, width: Int, into acc: UnsafeMutablePoint
 
 // MARK: - Row kernels over the channel vector (SIMD over channels, scalar tail)
 
-/// y = x·a + b per channel, optionally max(0, ·).
+/// y = x·a + b per channel, then + r (when given), then max(0, ·) when `relu`; y may be x.
 @inline(__always)
 func bnRowForward(_ x: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                  _ y: UnsafeMutablePointer<Float>, _ C: Int, relu: Bool) {
+                  _ r: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, _ C: Int, relu: Bool) {
     var c = 0
     while c + 8 <= C {
-        let v = load8(x + c) * load8(a + c) + load8(b + c)
+        var v = load8(x + c) * load8(a + c) + load8(b + c)
+        if let r { v = v + load8(r + c) }
         store8(relu ? relu8(v) : v, y + c)
         c += 8
     }
-    while c < C { let v = x[c] * a[c] + b[c]; y[c] = relu ? max(0, v) : v; c += 1 }
+    while c < C {
+        var v = x[c] * a[c] + b[c]
+        if let r { v = v + r[c] }
+        y[c] = relu ? max(0, v) : v
+        c += 1
+    }
 }
 
 /// t1 += d, t2 += d·(x − μ), with d = dy masked by y > 0 when `mask` is given.

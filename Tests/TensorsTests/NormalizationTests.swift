@@ -54,6 +54,34 @@ final class NormalizationTests: XCTestCase {
 
     /// The kernels run 8 channels at a time with a scalar tail: 27 channels exercise both, against a plain
     /// per-element reference in Double (forward, running statistics, and the three gradients), plain and fused.
+    /// Batch norm with the residual sum (and ReLU) in its pass gives the values, gradients and running statistics
+    /// of the ops in turn, addRelu(BN(x), r) or r + BN(x), bit for bit, in training and evaluation mode.
+    func testResidualInThePassEqualsOpsInTurn() {
+        for training in [true, false] {
+            for relu in [false, true] {
+                var results: [[[Float]]] = []
+                for fused in [true, false] {
+                    let x = randomTensor([4, 5, 3, 12], seed: 41), r = randomTensor([4, 5, 3, 12], seed: 42)
+                    let w = randomTensor([12], seed: 43), b = randomTensor([12], seed: 44)
+                    for t in [x, r, w, b] { t.requiresGrad = true }
+                    let rm = randomTensor([12], seed: 45), rv = Tensor(shape: [12], values: (0..<12).map { 0.5 + Float($0) * 0.1 })
+                    let z: Tensor
+                    if fused {
+                        z = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: training, fuseReLU: relu, residual: r)
+                    } else {
+                        let y = batchNorm(x, weight: w, bias: b, runningMean: rm, runningVar: rv, training: training)
+                        z = relu ? addRelu(y, r) : r + y
+                    }
+                    z.backward(gradient: randomTensor(z.shape, seed: 46))
+                    results.append([z.array, x.grad!.array, r.grad!.array, w.grad!.array, b.grad!.array, rm.array, rv.array])
+                }
+                for k in 0..<results[0].count {
+                    XCTAssertEqual(results[0][k], results[1][k], "training \(training), relu \(relu), part \(k)")
+                }
+            }
+        }
+    }
+
     func testWideChannelsAgainstScalarReference() {
         let (N, H, W, C) = (3, 5, 7, 27)
         let M = N * H * W, eps = 1e-5
