@@ -57,10 +57,9 @@ extension Tensor {
         let len = range.count * inner, off = range.lowerBound * inner
         let out = Tensor(uninitialized: outShape)
         let x = data, y = out.data
-        for o in 0..<outer { (y + o * len).update(from: x + o * n * inner + off, count: len) }
+        copyRows(outer, len, from: x + off, stride: n * inner, to: y, stride: len, add: false)
         out.record(inputs: [self]) { out in
-            let g = out.grad!.data, gx = self.gradBuffer()
-            for o in 0..<outer { accumulate(gx + o * n * inner + off, g + o * len, len) }
+            copyRows(outer, len, from: out.grad!.data, stride: len, to: self.gradBuffer() + off, stride: n * inner, add: true)
         }
         return out
     }
@@ -98,17 +97,34 @@ public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
     for t in tensors {
         offsets.append(offset)
         let len = t.shape[ax] * inner
-        for o in 0..<outer { (y + o * total * inner + offset).update(from: t.data + o * len, count: len) }
+        copyRows(outer, len, from: t.data, stride: len, to: y + offset, stride: total * inner, add: false)
         offset += len
     }
     out.record(inputs: tensors) { out in
         let g = out.grad!.data
         for (t, off) in zip(tensors, offsets) where t.requiresGrad {
-            let len = t.shape[ax] * inner, gt = t.gradBuffer()
-            for o in 0..<outer { accumulate(gt + o * len, g + o * total * inner + off, len) }
+            let len = t.shape[ax] * inner
+            copyRows(outer, len, from: g + off, stride: total * inner, to: t.gradBuffer(), stride: len, add: true)
         }
     }
     return out
+}
+
+/// For `rows` rows of `len` floats: dst row r = (or, with `add`, +=) src row r, rows `srcStride` / `dstStride`
+/// floats apart; rows split across kernel threads, one profiled elementwise pass (slice, split and concat on the
+/// channel axis of channels-last maps move a few dozen channels per pixel: a per-row parallel dispatch would cost
+/// more than the copy).
+func copyRows(_ rows: Int, _ len: Int, from src: UnsafePointer<Float>, stride srcStride: Int,
+              to dst: UnsafeMutablePointer<Float>, stride dstStride: Int, add: Bool) {
+    guard rows > 0, len > 0 else { return }
+    Profiler.measure(.elementwise) {
+        parallelRanges(rows, minPerWorker: max(1, parallelElementThreshold / len)) { _, r in
+            for o in r {
+                if add { vAccumulate(dst + o * dstStride, src + o * srcStride, len) }
+                else { (dst + o * dstStride).update(from: src + o * srcStride, count: len) }
+            }
+        }
+    }
 }
 
 /// Stacks equal-shaped tensors along a new leading axis.
@@ -127,15 +143,23 @@ extension Tensor {
         let C = shape[3], per = C / g, pixels = count / C
         let out = Tensor(uninitialized: shape)
         let x = data, y = out.data
-        for p in 0..<pixels {
-            let xr = x + p * C, yr = y + p * C
-            for j in 0..<g { for i in 0..<per { yr[i * g + j] = xr[j * per + i] } }
+        Profiler.measure(.elementwise) {
+            parallelRanges(pixels, minPerWorker: 256) { _, r in
+                for p in r {
+                    let xr = x + p * C, yr = y + p * C
+                    for j in 0..<g { for i in 0..<per { yr[i * g + j] = xr[j * per + i] } }
+                }
+            }
         }
         out.record(inputs: [self]) { out in
             let gy = out.grad!.data, gx = self.gradBuffer()
-            for p in 0..<pixels {
-                let xr = gx + p * C, yr = gy + p * C
-                for j in 0..<g { for i in 0..<per { xr[j * per + i] += yr[i * g + j] } }
+            Profiler.measure(.elementwise) {
+                parallelRanges(pixels, minPerWorker: 256) { _, r in
+                    for p in r {
+                        let xr = gx + p * C, yr = gy + p * C
+                        for j in 0..<g { for i in 0..<per { xr[j * per + i] += yr[i * g + j] } }
+                    }
+                }
             }
         }
         return out
