@@ -2,8 +2,8 @@
 # variants, and running trainings a few at a time, each resumable and skipped once complete.
 #
 # Budget options (each script sets its defaults first): --out DIR, --methods 'M ...', --train-subset N,
-# --validation V, --epochs E, --eval-every K (evaluate every K epochs and at the last; default 1), --seeds 'S ...',
-# --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
+# --validation V, --epochs E, --eval-every K (evaluate every K epochs and at the last; the script's `every`, else 1),
+# --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
 # (a function given the option and its value, returning non-zero for an unknown option).
 # A method may carry keys as a variant, NAME:key=value[,key=value]: a plain key is the method's (`dml:temperature=3`
 # sets method.temperature), a dotted one the run's (`dkd:optimizer.lr=0.05`); the run's directory is named
@@ -13,7 +13,7 @@
 # threads and jobs, and the run keys they set into the array `budget` (--set options for every run).
 results_options() {
     local script="$1"; shift
-    every=1
+    every=${every:-1}
     while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || [[ "$1" == -h || "$1" == --help ]] || { echo "launch/$script: option '$1' needs a value (see --help)" >&2; exit 2; }
         case "$1" in
