@@ -88,6 +88,16 @@ public struct ConvEpilogue {
 /// Target output pixels per chunk (measured best for resnet20 shapes on one core).
 public nonisolated(unsafe) var convChunkPixels = 1024
 
+/// The fewest chunks a batch is cut into when it has that many images: a layer with small maps (VGG's 2×2 and 4×4
+/// with 512 channels) would otherwise be one chunk of the whole batch, and one thread's work.
+public nonisolated(unsafe) var convMinChunks = 4
+
+/// Whole images per chunk for `n` images of `pixels` outputs each, about `target` output pixels per chunk and at
+/// least `convMinChunks` chunks (a fixed count, so the cut does not depend on the number of threads).
+func imagesPerChunk(n: Int, pixels: Int, target: Int) -> Int {
+    max(1, min(target / max(pixels, 1), (n + convMinChunks - 1) / convMinChunks))
+}
+
 // MARK: - im2col / col2im
 
 /// cols[(i·OH·OW + p) × K] for images n0..<n1, row layout [g][ky][kx][cig]; zero where the window leaves the input.
@@ -232,7 +242,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
         }
         return
     }
-    let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
+    let imagesPerChunk = imagesPerChunk(n: g.n, pixels: g.oh * g.ow, target: convChunkPixels)
     let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
     let workers = min(Threads.count, chunks)
     let scratch = Scratch.shared.reserve(workers: workers, slots: 1, count: imagesPerChunk * g.oh * g.ow * g.k)
@@ -286,7 +296,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let M = g.n * g.oh * g.ow
     let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
     let y = out.data
-    let imagesPerChunk = max(1, convChunkPixels / (g.oh * g.ow))
+    let imagesPerChunk = imagesPerChunk(n: g.n, pixels: g.oh * g.ow, target: convChunkPixels)
     let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
     Profiler.measure(.convolutionForward) {
         if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }

@@ -21,24 +21,50 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int
     let g = PoolGeometry(x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding, "maxPool2d")
     let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.c])
     let total = out.count
-    let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(total, 1))
     let xp = x.data, y = out.data
-    for n in 0..<g.n {
+    /// Calls body(o, i) for every output pixel o of image n and each input pixel i of its window, in window order.
+    @inline(__always) func forEachWindow(_ n: Int, _ body: (Int, Int) -> Void) {
         for oy in 0..<g.oh {
             for ox in 0..<g.ow {
                 let o = ((n * g.oh + oy) * g.ow + ox) * g.c
-                for c in 0..<g.c { y[o + c] = -.infinity; argmax[o + c] = -1 }
                 for ky in 0..<g.k {
                     let iy = oy * g.stride - g.padding + ky
                     guard iy >= 0 && iy < g.h else { continue }
                     for kx in 0..<g.k {
                         let ix = ox * g.stride - g.padding + kx
                         guard ix >= 0 && ix < g.w else { continue }
-                        let i = ((n * g.h + iy) * g.w + ix) * g.c
-                        for c in 0..<g.c where xp[i + c] > y[o + c] || argmax[o + c] < 0 {
-                            y[o + c] = xp[i + c]; argmax[o + c] = Int32(i + c)
-                        }
+                        body(o, ((n * g.h + iy) * g.w + ix) * g.c)
                     }
+                }
+            }
+        }
+    }
+    guard GradMode.isEnabled && x.requiresGrad else {
+        // No backward: the maximum only, 8 channels at a time, images split across kernel threads.
+        Profiler.measure(.elementwise) {
+            parallelRanges(g.n) { _, images in
+                for n in images {
+                    let start = n * g.oh * g.ow * g.c
+                    (y + start).update(repeating: -.infinity, count: g.oh * g.ow * g.c)
+                    forEachWindow(n) { o, i in
+                        var c = 0
+                        while c + 8 <= g.c { store8(pointwiseMax8(load8(y + o + c), load8(xp + i + c)), y + o + c); c += 8 }
+                        while c < g.c { y[o + c] = max(y[o + c], xp[i + c]); c += 1 }
+                    }
+                }
+            }
+        }
+        return out
+    }
+    let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(total, 1))
+    parallelRanges(g.n) { _, images in
+        for n in images {
+            let start = n * g.oh * g.ow * g.c
+            (y + start).update(repeating: -.infinity, count: g.oh * g.ow * g.c)
+            (argmax + start).update(repeating: -1, count: g.oh * g.ow * g.c)
+            forEachWindow(n) { o, i in
+                for c in 0..<g.c where xp[i + c] > y[o + c] || argmax[o + c] < 0 {
+                    y[o + c] = xp[i + c]; argmax[o + c] = Int32(i + c)
                 }
             }
         }
@@ -46,7 +72,11 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int
     let keeper = IndexBuffer(argmax)
     out.record(inputs: [x]) { out in
         let gy = out.grad!.data, gx = x.gradBuffer(), idx = keeper.pointer
-        for o in 0..<total where idx[o] >= 0 { gx[Int(idx[o])] += gy[o] }
+        // Each image's outputs point into that image only, so images split across threads write disjoint parts.
+        let perImage = g.oh * g.ow * g.c
+        parallelRanges(g.n) { _, images in
+            for o in (images.lowerBound * perImage)..<(images.upperBound * perImage) where idx[o] >= 0 { gx[Int(idx[o])] += gy[o] }
+        }
     }
     return out
 }

@@ -60,3 +60,6 @@ func vMaskedAccumulate(_ dst: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Fl
 
 /// max(0, v) lane-wise (a select; the generic pointwiseMax is not specialised here).
 @inline(__always) func relu8(_ v: V8) -> V8 { v.replacing(with: 0, where: v .< 0) }
+
+/// max(a, b) lane-wise (a select: b where b > a).
+@inline(__always) func pointwiseMax8(_ a: V8, _ b: V8) -> V8 { a.replacing(with: b, where: b .> a) }

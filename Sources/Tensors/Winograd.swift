@@ -25,7 +25,7 @@ struct WinogradPlan {
         m = winogradTile(g); points = (m + 2) * (m + 2)
         th = (g.oh + m - 1) / m; tw = (g.ow + m - 1) / m; tilesPerImage = th * tw
         // Chunks hold about the same number of output pixels whatever the tile.
-        imagesPerChunk = max(1, winogradChunkTiles * 4 / (m * m) / tilesPerImage)
+        imagesPerChunk = Tensors.imagesPerChunk(n: g.n, pixels: tilesPerImage, target: winogradChunkTiles * 4 / (m * m))
         chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
         workers = min(Threads.count, chunks)
         slotFloats = max(points * (imagesPerChunk * tilesPerImage * max(g.ci, g.co) + winogradPad), atLeast)

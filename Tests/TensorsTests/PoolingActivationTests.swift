@@ -3,6 +3,18 @@ import Tensors
 import XCTest
 
 final class PoolingActivationTests: XCTestCase {
+    /// Max pooling without the tape (the maximum only, vectorised) gives the values of the path that keeps each
+    /// window's argmax, for windows that overlap, pad and leave a channel tail beyond a multiple of 8.
+    func testMaxPoolWithoutTapeEqualsRecordedPath() {
+        for (k, s, p, c) in [(2, 2, 0, 64), (3, 2, 1, 13), (3, 1, 1, 8)] {
+            let x = randomTensor([3, 7, 6, c], seed: UInt64(k * 100 + c))
+            x.requiresGrad = true
+            let recorded = maxPool2d(x, kernel: k, stride: s, padding: p)
+            let plain = withoutGradients { maxPool2d(x, kernel: k, stride: s, padding: p) }
+            XCTAssertEqual(plain.array, recorded.array, "kernel \(k) stride \(s) padding \(p) channels \(c)")
+        }
+    }
+
     func testPoolingValues() {
         // one image 4×4, one channel, values 0..15
         let x = Tensor(shape: [1, 4, 4, 1], values: (0..<16).map(Float.init))
