@@ -73,7 +73,7 @@ final class Scratch {
 ///   y = y·scale + shift (per channel), then y + residual (same layout as y) when given, then max(0, y) when `relu`:
 /// the operations, in the order, of batchNorm (evaluation), `+` and addRelu, so the result is bit-identical to
 /// running them one after another, without their three extra passes over the activation.
-public struct ConvEpilogue {
+struct ConvEpilogue {
     let scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
     let residual: UnsafePointer<Float>?
     let relu: Bool
@@ -82,6 +82,12 @@ public struct ConvEpilogue {
     @inline(__always)
     func apply(_ y: UnsafeMutablePointer<Float>, rows: Range<Int>, C: Int) {
         for m in rows { bnRowForward(y + m * C, scale, shift, residual.map { $0 + m * C }, y + m * C, C, relu: relu) }
+    }
+
+    /// Applies the epilogue to the output rows of whole images `images` of y [N·OH·OW × Co].
+    @inline(__always)
+    func apply(_ y: UnsafeMutablePointer<Float>, images: Range<Int>, _ g: ConvGeometry) {
+        apply(y, rows: (images.lowerBound * g.oh * g.ow)..<(images.upperBound * g.oh * g.ow), C: g.co)
     }
 }
 
@@ -258,7 +264,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
                      b: wp + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
                      parallel: false)
             }
-            epilogue?.apply(y, rows: (images.lowerBound * g.oh * g.ow)..<(images.upperBound * g.oh * g.ow), C: g.co)
+            epilogue?.apply(y, images: images, g)
         }
     }
 }
@@ -293,15 +299,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
                    groups: Int = 1) -> Tensor {
     let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
     if let b = bias { precondition(b.shape == [g.co], "conv2d: bias shape \(b.shape), expected [\(g.co)]") }
-    let M = g.n * g.oh * g.ow
-    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
-    let y = out.data
+    let out = convForwardOutput(x, weight: weight, bias: bias, g, epilogue: nil)
     let imagesPerChunk = imagesPerChunk(n: g.n, pixels: g.oh * g.ow, target: convChunkPixels)
     let chunks = (g.n + imagesPerChunk - 1) / imagesPerChunk
-    Profiler.measure(.convolutionForward) {
-        if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
-        convForwardKernel(x.data, g, weight: weight.data, y: y, beta: bias == nil ? 0 : 1)
-    }
 
     out.record(inputs: bias.map { [x, weight, $0] } ?? [x, weight]) { out in
         conv2dBackward(x: x, weight: weight, bias: bias, dy: out.grad!.data, g,
@@ -320,12 +320,20 @@ public func conv2dFused(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride
     if let b = bias { precondition(b.shape == [g.co], "conv2dFused: bias shape \(b.shape), expected [\(g.co)]") }
     precondition(scale.shape == [g.co] && shift.shape == [g.co],
                  "conv2dFused: scale \(scale.shape) and shift \(shift.shape) must both be [\(g.co)]")
-    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
-    if let r = residual { precondition(r.shape == out.shape, "conv2dFused: residual \(r.shape), expected \(out.shape)") }
-    let y = out.data, M = g.n * g.oh * g.ow
+    if let r = residual {
+        precondition(r.shape == [g.n, g.oh, g.ow, g.co], "conv2dFused: residual \(r.shape), expected \([g.n, g.oh, g.ow, g.co])")
+    }
     let epilogue = ConvEpilogue(scale: scale.data, shift: shift.data, residual: residual.map { UnsafePointer($0.data) }, relu: relu)
+    return convForwardOutput(x, weight: weight, bias: bias, g, epilogue: epilogue)
+}
+
+/// The forward output of conv2d and conv2dFused (profiled as convolution forward): the bias in every row, then the
+/// kernel adding the convolution (and applying `epilogue` chunk by chunk).
+func convForwardOutput(_ x: Tensor, weight: Tensor, bias: Tensor?, _ g: ConvGeometry, epilogue: ConvEpilogue?) -> Tensor {
+    let out = Tensor(uninitialized: [g.n, g.oh, g.ow, g.co])
+    let y = out.data
     Profiler.measure(.convolutionForward) {
-        if let b = bias { for r in 0..<M { (y + r * g.co).update(from: b.data, count: g.co) } }
+        if let b = bias { for r in 0..<(g.n * g.oh * g.ow) { (y + r * g.co).update(from: b.data, count: g.co) } }
         convForwardKernel(x.data, g, weight: weight.data, y: y, beta: bias == nil ? 0 : 1, epilogue: epilogue)
     }
     return out

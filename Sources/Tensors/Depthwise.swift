@@ -56,7 +56,7 @@ func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Un
                 let yr = yi + o * C, xr = xi + i * C, wr = wt + a * C
                 for c in 0..<C { yr[c] += xr[c] * wr[c] }
             }
-            epilogue?.apply(y, rows: (img * g.oh * g.ow)..<((img + 1) * g.oh * g.ow), C: C)
+            epilogue?.apply(y, images: img..<(img + 1), g)
         }
     }
 }

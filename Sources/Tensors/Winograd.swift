@@ -114,7 +114,7 @@ func winogradForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Uns
         } else {
             winogradOutputTransform(m, g, images: images, th: plan.th, tw: plan.tw, tiles: T, y: y, beta: beta)
         }
-        epilogue?.apply(y, rows: (images.lowerBound * g.oh * g.ow)..<(images.upperBound * g.oh * g.ow), C: co)
+        epilogue?.apply(y, images: images, g)
     }
 }
 
