@@ -76,9 +76,9 @@ public final class ShuffleV2Block: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let parts = x.split(sizes: [half, x.shape[3] - half], axis: 3)
-        let h = convBatchNorm(conv3, bn3, convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, parts[1], relu: true), relu: false), relu: true)
-        return concat([parts[0], h], axis: 3).channelShuffled(groups: 2)
+        let C = x.shape[3]
+        let h = convBatchNorm(conv3, bn3, convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x.slice(axis: 3, half..<C), relu: true), relu: false), relu: true)
+        return interleaveChannels(x, channels: 0..<half, h)   // = concat([x[…, ..<half], h]).channelShuffled(groups: 2)
     }
 }
 
@@ -105,7 +105,7 @@ public final class ShuffleV2DownBlock: Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let left = convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x, relu: false), relu: true)
         let right = convBatchNorm(conv5, bn5, convBatchNorm(conv4, bn4, convBatchNorm(conv3, bn3, x, relu: true), relu: false), relu: true)
-        return concat([left, right], axis: 3).channelShuffled(groups: 2)
+        return interleaveChannels(left, channels: 0..<left.shape[3], right)   // = concat([left, right]).channelShuffled(groups: 2)
     }
 }
 

@@ -165,3 +165,40 @@ extension Tensor {
         return out
     }
 }
+
+/// ShuffleNet V2's join in one pass: channelShuffled(concat([a[…, channels], b], axis: 3), groups: 2), reading
+/// the channels of `a` in place (the half a unit passes through unchanged is never copied out):
+///   y[…, 2i] = a[…, channels.lowerBound + i],   y[…, 2i + 1] = b[…, i]   for i < P, P = b's channels.
+/// Backward adds y's even channels to a's and its odd ones to b's.
+public func interleaveChannels(_ a: Tensor, channels: Range<Int>, _ b: Tensor) -> Tensor {
+    precondition(a.rank == 4 && b.rank == 4 && Array(a.shape[0..<3]) == Array(b.shape[0..<3]),
+                 "interleaveChannels: needs [N, H, W, C] maps of one size, got \(a.shape) and \(b.shape)")
+    let P = b.shape[3], Ca = a.shape[3], first = channels.lowerBound
+    precondition(channels.count == P && first >= 0 && channels.upperBound <= Ca,
+                 "interleaveChannels: channels \(channels) of \(a.shape) do not pair with \(b.shape)")
+    let pixels = b.count / P
+    let out = Tensor(uninitialized: [a.shape[0], a.shape[1], a.shape[2], 2 * P])
+    let xa = a.data, xb = b.data, y = out.data
+    Profiler.measure(.elementwise) {
+        parallelRanges(pixels, minPerWorker: 256) { _, r in
+            for p in r {
+                let ar = xa + p * Ca + first, br = xb + p * P, yr = y + p * 2 * P
+                for i in 0..<P { yr[2 * i] = ar[i]; yr[2 * i + 1] = br[i] }
+            }
+        }
+    }
+    out.record(inputs: [a, b]) { out in
+        let gy = out.grad!.data
+        let ga = a.requiresGrad ? a.gradBuffer() : nil, gb = b.requiresGrad ? b.gradBuffer() : nil
+        Profiler.measure(.elementwise) {
+            parallelRanges(pixels, minPerWorker: 256) { _, r in
+                for p in r {
+                    let yr = gy + p * 2 * P
+                    if let ga { let ar = ga + p * Ca + first; for i in 0..<P { ar[i] += yr[2 * i] } }
+                    if let gb { let br = gb + p * P; for i in 0..<P { br[i] += yr[2 * i + 1] } }
+                }
+            }
+        }
+    }
+    return out
+}

@@ -40,6 +40,9 @@ struct BenchEngine: ParsableCommand {
     @Flag(help: "Also measure inference with every convolution, batch norm, residual sum and ReLU run as separate passes (the baseline the fused inference replaces), in the same run.")
     var compareFusion = false
 
+    @Flag(help: "Also measure training and inference with kernels split over threads by DispatchQueue.concurrentPerform (the baseline the worker pool replaces), in the same run.")
+    var compareDispatch = false
+
     @Option(help: "Winograd output tile for every 3×3 layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
     var winogradTile: Int?
 
@@ -86,6 +89,14 @@ struct BenchEngine: ParsableCommand {
                     defer { inferenceFusionEnabled = true }
                     report("\(name)_infer_ips_t\(t)_unfused", try measureInference(name).0,
                            "\(name) inference images/s, unfused, \(t) thread(s)")
+                }
+                if compareDispatch && t > 1 {
+                    Threads.usesPool = false
+                    defer { Threads.usesPool = true }
+                    report("\(name)_train_ips_t\(t)_dispatch", try measureTraining(name, threads: t).0,
+                           "\(name) train images/s, Dispatch threads, \(t) thread(s)")
+                    report("\(name)_infer_ips_t\(t)_dispatch", try measureInference(name).0,
+                           "\(name) inference images/s, Dispatch threads, \(t) thread(s)")
                 }
                 if compareDepthwise {
                     depthwiseDirectEnabled = false

@@ -47,6 +47,27 @@ final class ShapeReductionTests: XCTestCase {
                        [0, 3, 1, 4, 2, 5])
     }
 
+    /// interleaveChannels is channelShuffled(concat([a[…, range], b]), groups: 2) in one pass, forward and backward.
+    func testInterleaveChannelsIsConcatThenShuffle() {
+        let a = randomTensor([2, 3, 2, 10], seed: 14), b = randomTensor([2, 3, 2, 4], seed: 15)
+        let w = randomTensor([2, 3, 2, 8], seed: 16)
+        for range in [0..<4, 3..<7, 6..<10] {
+            func grads(_ join: (Tensor, Tensor) -> Tensor) -> [[Float]] {
+                a.requiresGrad = true; b.requiresGrad = true; a.zeroGrad(); b.zeroGrad()
+                let y = join(a, b)
+                (y * w).sum().backward()
+                return [y.array, a.grad!.array, b.grad!.array]
+            }
+            let fused = grads { interleaveChannels($0, channels: range, $1) }
+            let plain = grads { concat([$0.slice(axis: 3, range), $1], axis: 3).channelShuffled(groups: 2) }
+            XCTAssertEqual(fused, plain, "channels \(range)")
+            gradCheck([a, b], "interleave \(range)") { interleaveChannels($0[0], channels: range, $0[1]) * w }
+        }
+        let one = interleaveChannels(Tensor(shape: [1, 1, 1, 3], values: [9, 0, 1]), channels: 1..<3,
+                                     Tensor(shape: [1, 1, 1, 2], values: [5, 6]))
+        XCTAssertEqual(one.array, [0, 5, 1, 6])
+    }
+
     func testConcatSplitSliceStack() {
         let a = Tensor(shape: [2, 2], values: [1, 2, 3, 4]), b = Tensor(shape: [2, 1], values: [9, 8])
         XCTAssertEqual(concat([a, b], axis: 1).array, [1, 2, 9, 3, 4, 8])
