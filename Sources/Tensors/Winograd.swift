@@ -13,6 +13,8 @@
 // must be multiples of 8). The data gradient of such a layer is again such a layer (flipped, transposed kernel),
 // so backward reuses this.
 
+import CBLAS
+
 /// How a layer's tiles are cut into chunks of whole images, and the per-worker scratch they need.
 struct WinogradPlan {
     /// Output tile side m (2 or 4); the input tile is m + 2 and there are (m + 2)² transformed positions ξ.
@@ -67,23 +69,88 @@ public func winogradApplies(_ g: ConvGeometry) -> Bool {
         && g.ci % 8 == 0 && g.co % 8 == 0
 }
 
-/// U_ξ[ci][co] = (G·w[co][ci]·Gᵀ)[i][j], stored [16][Ci][Co].
+/// Calls body(o, c) for every output and input channel, in blocks of 16 output channels split across kernel
+/// threads, c outer and o inner within a block: the transformed weights [ξ][Ci][Co] are then read or written a whole
+/// cache line at a time, and the kernels [Co][Ci][3][3] as 16 sequential streams (o outer and c inner would touch a
+/// new line of every ξ plane at each step, which dominated layers of many channels on small maps).
+@inline(__always)
+func forEachWeight(ci: Int, co: Int, _ body: (Int, Int) -> Void) {
+    let block = 16
+    parallelRanges((co + block - 1) / block, minPerWorker: max(1, 4096 / max(1, ci * block))) { _, blocks in
+        for b in blocks {
+            let o0 = b * block, o1 = min(co, o0 + block)
+            for c in 0..<ci { for o in o0..<o1 { body(o, c) } }
+        }
+    }
+}
+
+/// The kernels w [Co][Ci][3][3] as [Ci][9][Co] (one OpenBLAS transpose), so the weight transforms read and write
+/// 8 output channels at a time.
+func kernelsByInput(_ w: UnsafePointer<Float>, ci: Int, co: Int) -> Tensor {
+    let t = Tensor(uninitialized: [ci, 9, co])
+    cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(co), Int32(ci * 9), 1, w, Int32(ci * 9), t.data, Int32(co))
+    return t
+}
+
+/// U_ξ[ci][co] = (G·w[co][ci]·Gᵀ)[i][j], stored [16][Ci][Co]; 8 output channels per vector, input channels split
+/// across kernel threads. `winogradWeightsReference` is the same map one weight at a time.
 func winogradWeights(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMutablePointer<Float>) {
+    precondition(co % 8 == 0, "winogradWeights: Co \(co) is not a multiple of 8")
     // (a, b, d) ↦ (a, (a + b + d)/2, (a − b + d)/2, d): G applied to a column of three.
+    @inline(__always) func g4(_ a: V8, _ b: V8, _ d: V8) -> (V8, V8, V8, V8) {
+        let half = V8(repeating: 0.5)
+        return (a, half * (a + b + d), half * (a - b + d), d)
+    }
+    let kt = kernelsByInput(w, ci: ci, co: co)
+    let k = kt.data, step = ci * co
+    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
+        for c in inputs {
+            var o = 0
+            while o < co {
+                @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
+                // Columns of G·k (4×3), then each row of that through G again.
+                let c0 = g4(ld(0), ld(3), ld(6)), c1 = g4(ld(1), ld(4), ld(7)), c2 = g4(ld(2), ld(5), ld(8))
+                @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
+                    let r = g4(a, b, d), base = u + (i * 4 * ci + c) * co + o
+                    store8(r.0, base); store8(r.1, base + step); store8(r.2, base + 2 * step); store8(r.3, base + 3 * step)
+                }
+                row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2); row(3, c0.3, c1.3, c2.3)
+                o += 8
+            }
+        }
+    }
+}
+
+/// The transformed weights U [(m + 2)², Ci, Co] of kernels `w` [Co, Ci, 3, 3] for output tile m (2 or 4), by the
+/// vectorised transform or, with `reference`, its plain one-weight-at-a-time reference (a test holds them equal).
+public func winogradWeightTransform(_ w: Tensor, tile m: Int, reference: Bool = false) -> Tensor {
+    precondition(w.rank == 4 && w.shape[2] == 3 && w.shape[3] == 3 && w.shape[0] % 8 == 0 && (m == 2 || m == 4),
+                 "winogradWeightTransform: needs [Co, Ci, 3, 3] kernels with Co a multiple of 8 and tile 2 or 4, got \(w.shape), \(m)")
+    let co = w.shape[0], ci = w.shape[1]
+    let u = Tensor(uninitialized: [(m + 2) * (m + 2), ci, co])
+    switch (m, reference) {
+    case (2, false): winogradWeights(w.data, ci: ci, co: co, u.data)
+    case (2, true): winogradWeightsReference(w.data, ci: ci, co: co, u.data)
+    case (_, false): winogradWeights4(w.data, ci: ci, co: co, u.data)
+    default: winogradWeights4Reference(w.data, ci: ci, co: co, u.data)
+    }
+    return u
+}
+
+/// `winogradWeights` one weight at a time: the plain reference its test holds it to.
+func winogradWeightsReference(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMutablePointer<Float>) {
     @inline(__always) func g4(_ a: Float, _ b: Float, _ d: Float) -> (Float, Float, Float, Float) {
         (a, 0.5 * (a + b + d), 0.5 * (a - b + d), d)
     }
     for o in 0..<co {
         for c in 0..<ci {
             let k = w + (o * ci + c) * 9
-            // Columns of G·k (4×3), then each row of that through G again.
             let c0 = g4(k[0], k[3], k[6]), c1 = g4(k[1], k[4], k[7]), c2 = g4(k[2], k[5], k[8])
-            let rows = [(c0.0, c1.0, c2.0), (c0.1, c1.1, c2.1), (c0.2, c1.2, c2.2), (c0.3, c1.3, c2.3)]
-            for i in 0..<4 {
-                let r = g4(rows[i].0, rows[i].1, rows[i].2)
-                let base = u + (i * 4 * ci + c) * co + o
+            @inline(__always) func row(_ i: Int, _ a: Float, _ b: Float, _ d: Float) {
+                let r = g4(a, b, d), base = u + (i * 4 * ci + c) * co + o
                 base[0] = r.0; base[ci * co] = r.1; base[2 * ci * co] = r.2; base[3 * ci * co] = r.3
             }
+            row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2); row(3, c0.3, c1.3, c2.3)
         }
     }
 }
@@ -258,18 +325,16 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
     @inline(__always) func gt3(_ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) -> (Float, Float, Float) {
         (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
     }
-    for o in 0..<co {
-        for c in 0..<ci {
-            @inline(__always) func du(_ i: Int, _ j: Int) -> Float { total[((4 * i + j) * ci + c) * co + o] }
-            // H = Gᵀ·dU (3×4), column by column; then dW row a = Gᵀ applied to row a of H.
-            let h0 = gt3(du(0, 0), du(1, 0), du(2, 0), du(3, 0)), h1 = gt3(du(0, 1), du(1, 1), du(2, 1), du(3, 1))
-            let h2 = gt3(du(0, 2), du(1, 2), du(2, 2), du(3, 2)), h3 = gt3(du(0, 3), du(1, 3), du(2, 3), du(3, 3))
-            let r0 = gt3(h0.0, h1.0, h2.0, h3.0), r1 = gt3(h0.1, h1.1, h2.1, h3.1), r2 = gt3(h0.2, h1.2, h2.2, h3.2)
-            let k = dw + (o * ci + c) * 9
-            k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
-            k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
-            k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
-        }
+    forEachWeight(ci: ci, co: co) { o, c in
+        @inline(__always) func du(_ i: Int, _ j: Int) -> Float { total[((4 * i + j) * ci + c) * co + o] }
+        // H = Gᵀ·dU (3×4), column by column; then dW row a = Gᵀ applied to row a of H.
+        let h0 = gt3(du(0, 0), du(1, 0), du(2, 0), du(3, 0)), h1 = gt3(du(0, 1), du(1, 1), du(2, 1), du(3, 1))
+        let h2 = gt3(du(0, 2), du(1, 2), du(2, 2), du(3, 2)), h3 = gt3(du(0, 3), du(1, 3), du(2, 3), du(3, 3))
+        let r0 = gt3(h0.0, h1.0, h2.0, h3.0), r1 = gt3(h0.1, h1.1, h2.1, h3.1), r2 = gt3(h0.2, h1.2, h2.2, h3.2)
+        let k = dw + (o * ci + c) * 9
+        k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
+        k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
+        k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
     }
 }
 
@@ -402,12 +467,42 @@ func winogradG4(_ a: Float, _ b: Float, _ d: Float) -> Six {
     (a / 4, -(a + b + d) / 6, -(a - b + d) / 6, a / 24 + b / 12 + d / 6, a / 24 - b / 12 + d / 6, d)
 }
 
-/// U_ξ[ci][co] = (G·w[co][ci]·Gᵀ)[i][j], ξ = 6·i + j, stored [36][Ci][Co].
+/// U_ξ[ci][co] = (G·w[co][ci]·Gᵀ)[i][j], ξ = 6·i + j, stored [36][Ci][Co]; 8 output channels per vector, input
+/// channels split across kernel threads. `winogradWeights4Reference` is the same map one weight at a time.
 func winogradWeights4(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMutablePointer<Float>) {
+    precondition(co % 8 == 0, "winogradWeights4: Co \(co) is not a multiple of 8")
+    // winogradG4 on 8 lanes, the same operations in the same order.
+    @inline(__always) func g6(_ a: V8, _ b: V8, _ d: V8) -> (V8, V8, V8, V8, V8, V8) {
+        let four = V8(repeating: 4), six = V8(repeating: 6), twelve = V8(repeating: 12), t24 = V8(repeating: 24)
+        return (a / four, -(a + b + d) / six, -(a - b + d) / six, a / t24 + b / twelve + d / six, a / t24 - b / twelve + d / six, d)
+    }
+    let kt = kernelsByInput(w, ci: ci, co: co)
+    let k = kt.data, step = ci * co
+    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
+        for c in inputs {
+            var o = 0
+            while o < co {
+                @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
+                // Columns of G·k (6×3), then each row of that through G again.
+                let c0 = g6(ld(0), ld(3), ld(6)), c1 = g6(ld(1), ld(4), ld(7)), c2 = g6(ld(2), ld(5), ld(8))
+                @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
+                    let r = g6(a, b, d), p = u + (6 * i * ci + c) * co + o
+                    store8(r.0, p); store8(r.1, p + step); store8(r.2, p + 2 * step)
+                    store8(r.3, p + 3 * step); store8(r.4, p + 4 * step); store8(r.5, p + 5 * step)
+                }
+                row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2)
+                row(3, c0.3, c1.3, c2.3); row(4, c0.4, c1.4, c2.4); row(5, c0.5, c1.5, c2.5)
+                o += 8
+            }
+        }
+    }
+}
+
+/// `winogradWeights4` one weight at a time: the plain reference its test holds it to.
+func winogradWeights4Reference(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMutablePointer<Float>) {
     for o in 0..<co {
         for c in 0..<ci {
             let k = w + (o * ci + c) * 9
-            // Columns of G·k (6×3), then each row of that through G again.
             let c0 = winogradG4(k[0], k[3], k[6]), c1 = winogradG4(k[1], k[4], k[7]), c2 = winogradG4(k[2], k[5], k[8])
             @inline(__always) func row(_ i: Int, _ a: Float, _ b: Float, _ d: Float) {
                 let r = winogradG4(a, b, d), p = u + (6 * i * ci + c) * co + o, step = ci * co
@@ -462,20 +557,18 @@ func winogradWeightAdjoint4(_ du: UnsafePointer<Float>, ci: Int, co: Int, _ dw: 
         (u.0 / 4 - (u.1 + u.2) / 6 + (u.3 + u.4) / 24, (u.2 - u.1) / 6 + (u.3 - u.4) / 12, (u.3 + u.4 - u.1 - u.2) / 6 + u.5)
     }
     let step = ci * co
-    for o in 0..<co {
-        for c in 0..<ci {
-            let p = du + c * co + o
-            // Column j of Gᵀ·dU (3 values), from dU's column j.
-            @inline(__always) func column(_ j: Int) -> (Float, Float, Float) {
-                gt((p[j * step], p[(6 + j) * step], p[(12 + j) * step], p[(18 + j) * step], p[(24 + j) * step], p[(30 + j) * step]))
-            }
-            let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
-            let r0 = gt((h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)), r1 = gt((h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
-            let r2 = gt((h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
-            let k = dw + (o * ci + c) * 9
-            k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
-            k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
-            k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
+    forEachWeight(ci: ci, co: co) { o, c in
+        let p = du + c * co + o
+        // Column j of Gᵀ·dU (3 values), from dU's column j.
+        @inline(__always) func column(_ j: Int) -> (Float, Float, Float) {
+            gt((p[j * step], p[(6 + j) * step], p[(12 + j) * step], p[(18 + j) * step], p[(24 + j) * step], p[(30 + j) * step]))
         }
+        let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
+        let r0 = gt((h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)), r1 = gt((h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
+        let r2 = gt((h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
+        let k = dw + (o * ci + c) * 9
+        k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
+        k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
+        k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
     }
 }

@@ -9,7 +9,7 @@ import Tensors
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv",
-        abstract: "Measures convolution forward and backward GFLOP/s on resnet20's layer shapes.",
+        abstract: "Measures convolution forward and backward GFLOP/s on resnet20's layer shapes (or --shapes).",
         discussion: """
         For each distinct (channels, size, stride) of resnet20 at the given batch, times the forward pass and the
         backward pass (data and weight gradients together) and reports GFLOP/s counted as direct convolution
@@ -40,7 +40,25 @@ struct BenchConv: ParsableCommand {
     @Option(help: "Winograd output tile for every layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
     var winogradTile: Int?
 
+    @Option(help: "Layer shapes to measure instead of resnet20's, comma-separated Cin:Cout:H:kernel:stride (e.g. 3:64:32:3:1,256:512:4:3:1).")
+    var shapes: String?
+
+    /// (Cin, Cout, H, kernel, stride) of each measured layer: --shapes, else resnet20's distinct convolutions.
+    func layerShapes() throws -> [(Int, Int, Int, Int, Int)] {
+        guard let shapes else {
+            return [(16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (32, 32, 16, 3, 1), (32, 64, 16, 3, 2), (64, 64, 8, 3, 1), (16, 32, 32, 1, 2)]
+        }
+        return try shapes.split(separator: ",").map { item in
+            let v = item.split(separator: ":").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard v.count == 5, v.allSatisfy({ $0 > 0 }) else {
+                throw ValidationError("--shapes: '\(item)' is not Cin:Cout:H:kernel:stride (positive integers; padding is kernel / 2)")
+            }
+            return (v[0], v[1], v[2], v[3], v[4])
+        }
+    }
+
     func validate() throws {
+        _ = try layerShapes()
         if let t = winogradTile, t != 2 && t != 4 { throw ValidationError("--winograd-tile must be 2 or 4, got \(t)") }
     }
 
@@ -53,9 +71,7 @@ struct BenchConv: ParsableCommand {
         if let p = winogradPadding { winogradPad = max(0, p) }
         if noWinograd { winogradEnabled = false }
         winogradTileOverride = winogradTile
-        // (Cin, Cout, H, kernel, stride): resnet20's distinct convolutions.
-        let shapes = [(16, 16, 32, 3, 1), (16, 32, 32, 3, 2), (32, 32, 16, 3, 1), (32, 64, 16, 3, 2),
-                      (64, 64, 8, 3, 1), (16, 32, 32, 1, 2)]
+        let shapes = try layerShapes()
         var g = Generator(seed: 1)
         var results: [(String, Double)] = []
         var totalFlops = 0.0, totalSeconds = 0.0

@@ -88,6 +88,23 @@ final class ConvolutionTests: XCTestCase {
 
     /// The Winograd path and the im2col path each agree with the direct reference, forward and backward, on a
     /// ResNet-like layer (each path to the reference, not to each other: their float rounding adds).
+    /// The vectorised Winograd weight transforms (8 output channels per vector, input channels across threads) equal
+    /// their one-weight-at-a-time references bit for bit, for both tiles, at 1 and 3 threads.
+    func testWinogradWeightTransformsEqualTheirReferences() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for threads in [1, 3] {
+            Threads.set(threads)
+            for (co, ci) in [(8, 1), (16, 3), (24, 40), (64, 16)] {
+                let w = randomTensor([co, ci, 3, 3], seed: UInt64(co * 100 + ci))
+                for tile in [2, 4] {
+                    XCTAssertEqual(winogradWeightTransform(w, tile: tile).array,
+                                   winogradWeightTransform(w, tile: tile, reference: true).array, "Co \(co), Ci \(ci), tile \(tile)")
+                }
+            }
+        }
+    }
+
     func testWinogradMatchesIm2col() {
         defer { winogradEnabled = true }
         let x = randomTensor([4, 10, 9, 16], seed: 21), w = randomTensor([24, 16, 3, 3], seed: 22, std: 0.2)
