@@ -69,21 +69,6 @@ public func winogradApplies(_ g: ConvGeometry) -> Bool {
         && g.ci % 8 == 0 && g.co % 8 == 0
 }
 
-/// Calls body(o, c) for every output and input channel, in blocks of 16 output channels split across kernel
-/// threads, c outer and o inner within a block: the transformed weights [ξ][Ci][Co] are then read or written a whole
-/// cache line at a time, and the kernels [Co][Ci][3][3] as 16 sequential streams (o outer and c inner would touch a
-/// new line of every ξ plane at each step, which dominated layers of many channels on small maps).
-@inline(__always)
-func forEachWeight(ci: Int, co: Int, _ body: (Int, Int) -> Void) {
-    let block = 16
-    parallelRanges((co + block - 1) / block, minPerWorker: max(1, 4096 / max(1, ci * block))) { _, blocks in
-        for b in blocks {
-            let o0 = b * block, o1 = min(co, o0 + block)
-            for c in 0..<ci { for o in o0..<o1 { body(o, c) } }
-        }
-    }
-}
-
 /// The kernels w [Co][Ci][3][3] as [Ci][9][Co] (one OpenBLAS transpose), so the weight transforms read and write
 /// 8 output channels at a time.
 func kernelsByInput(_ w: UnsafePointer<Float>, ci: Int, co: Int) -> Tensor {
@@ -135,6 +120,17 @@ public func winogradWeightTransform(_ w: Tensor, tile m: Int, reference: Bool = 
     default: winogradWeights4Reference(w.data, ci: ci, co: co, u.data)
     }
     return u
+}
+
+/// dW += the adjoint of the weight transform applied to dU [(m + 2)², Ci, Co] (what the weight gradient ends with), by
+/// the vectorised kernel or, with `reference`, its plain reference (a test holds them equal).
+public func winogradWeightAdjoint(_ du: Tensor, tile m: Int, addingTo dw: Tensor, reference: Bool = false) {
+    let co = dw.shape[0], ci = dw.shape[1]
+    precondition(dw.rank == 4 && dw.shape[2] == 3 && dw.shape[3] == 3 && co % 8 == 0 && (m == 2 || m == 4)
+                 && du.shape == [(m + 2) * (m + 2), ci, co],
+                 "winogradWeightAdjoint: needs dU [(m+2)², Ci, Co] and dW [Co, Ci, 3, 3] with Co a multiple of 8, got \(du.shape), \(dw.shape), tile \(m)")
+    if reference { winogradWeightAdjointReference(du.data, tile: m, ci: ci, co: co, dw.data) }
+    else { winogradWeightAdjointAdd(du.data, tile: m, ci: ci, co: co, dw.data) }
 }
 
 /// `winogradWeights` one weight at a time: the plain reference its test holds it to.
@@ -316,7 +312,61 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
     }
     let total = scratch[0][2]
     for w in 1..<plan.workers where used[w] { accumulate(total, scratch[w][2], uCount) }
-    if plan.m == 4 {
+    winogradWeightAdjointAdd(total, tile: plan.m, ci: ci, co: co, dw)
+}
+
+/// dW[o][c] += Gᵀ·dU·G for the transformed-weight gradient dU [(m + 2)², Ci, Co] (the adjoint of the weight
+/// transform): 8 output channels per vector, input channels across threads, into [Ci][9][Co]; then one OpenBLAS
+/// transpose back to [Co][Ci][3][3] and one addition per weight. `winogradWeightAdjointReference` is the same map one
+/// weight at a time.
+func winogradWeightAdjointAdd(_ du: UnsafePointer<Float>, tile m: Int, ci: Int, co: Int, _ dw: UnsafeMutablePointer<Float>) {
+    precondition(co % 8 == 0, "winogradWeightAdjointAdd: Co \(co) is not a multiple of 8")
+    let byInput = Tensor(uninitialized: [ci, 9, co]), byOutput = Tensor(uninitialized: [co, ci * 9])
+    let out = byInput.data, step = ci * co
+    // Gᵀ applied to four values (F(2×2)) and to six (F(4×4)), as in the reference.
+    @inline(__always) func gt3(_ u0: V8, _ u1: V8, _ u2: V8, _ u3: V8) -> (V8, V8, V8) {
+        let half = V8(repeating: 0.5)
+        return (u0 + half * (u1 + u2), half * (u1 - u2), half * (u1 + u2) + u3)
+    }
+    @inline(__always) func gt6(_ u0: V8, _ u1: V8, _ u2: V8, _ u3: V8, _ u4: V8, _ u5: V8) -> (V8, V8, V8) {
+        let four = V8(repeating: 4), six = V8(repeating: 6), twelve = V8(repeating: 12), t24 = V8(repeating: 24)
+        return (u0 / four - (u1 + u2) / six + (u3 + u4) / t24, (u2 - u1) / six + (u3 - u4) / twelve, (u3 + u4 - u1 - u2) / six + u5)
+    }
+    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
+        for c in inputs {
+            var o = 0
+            while o < co {
+                let p = du + c * co + o, k = out + c * 9 * co + o
+                @inline(__always) func put(_ a: Int, _ r: (V8, V8, V8)) {
+                    store8(r.0, k + 3 * a * co); store8(r.1, k + (3 * a + 1) * co); store8(r.2, k + (3 * a + 2) * co)
+                }
+                // Column j of Gᵀ·dU from dU's column j; then each of its three rows through Gᵀ.
+                if m == 2 {
+                    @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
+                        gt3(load8(p + j * step), load8(p + (4 + j) * step), load8(p + (8 + j) * step), load8(p + (12 + j) * step))
+                    }
+                    let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3)
+                    put(0, gt3(h0.0, h1.0, h2.0, h3.0)); put(1, gt3(h0.1, h1.1, h2.1, h3.1)); put(2, gt3(h0.2, h1.2, h2.2, h3.2))
+                } else {
+                    @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
+                        gt6(load8(p + j * step), load8(p + (6 + j) * step), load8(p + (12 + j) * step),
+                            load8(p + (18 + j) * step), load8(p + (24 + j) * step), load8(p + (30 + j) * step))
+                    }
+                    let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
+                    put(0, gt6(h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)); put(1, gt6(h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
+                    put(2, gt6(h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
+                }
+                o += 8
+            }
+        }
+    }
+    cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(ci * 9), Int32(co), 1, out, Int32(co), byOutput.data, Int32(ci * 9))
+    accumulate(dw, byOutput.data, co * ci * 9)
+}
+
+/// `winogradWeightAdjointAdd` one weight at a time: the plain reference its test holds it to.
+func winogradWeightAdjointReference(_ total: UnsafePointer<Float>, tile m: Int, ci: Int, co: Int, _ dw: UnsafeMutablePointer<Float>) {
+    if m == 4 {
         winogradWeightAdjoint4(total, ci: ci, co: co, dw)
         return
     }
@@ -325,7 +375,7 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
     @inline(__always) func gt3(_ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) -> (Float, Float, Float) {
         (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
     }
-    forEachWeight(ci: ci, co: co) { o, c in
+    for o in 0..<co { for c in 0..<ci {
         @inline(__always) func du(_ i: Int, _ j: Int) -> Float { total[((4 * i + j) * ci + c) * co + o] }
         // H = Gᵀ·dU (3×4), column by column; then dW row a = Gᵀ applied to row a of H.
         let h0 = gt3(du(0, 0), du(1, 0), du(2, 0), du(3, 0)), h1 = gt3(du(0, 1), du(1, 1), du(2, 1), du(3, 1))
@@ -335,7 +385,7 @@ func winogradWeightGradient(_ x: UnsafePointer<Float>, _ g: ConvGeometry, dy: Un
         k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
         k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
         k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
-    }
+    } }
 }
 
 /// dM_ξ[t][c] = (A·dY_t·Aᵀ)[i][j], dY_t the 2×2 output-gradient tile (zero outside the image).
@@ -550,14 +600,15 @@ func winogradOutputAdjoint4(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, image
     }
 }
 
-/// dW[o][c] += Gᵀ·dU·G for dU[i][j] = du[((6i + j)·Ci + c)·Co + o] (the adjoint of `winogradWeights4`).
+/// dW[o][c] += Gᵀ·dU·G for dU[i][j] = du[((6i + j)·Ci + c)·Co + o] (the adjoint of `winogradWeights4`), one weight
+/// at a time: the F(4×4) half of `winogradWeightAdjointReference`.
 func winogradWeightAdjoint4(_ du: UnsafePointer<Float>, ci: Int, co: Int, _ dw: UnsafeMutablePointer<Float>) {
     // Gᵀ applied to six values.
     @inline(__always) func gt(_ u: Six) -> (Float, Float, Float) {
         (u.0 / 4 - (u.1 + u.2) / 6 + (u.3 + u.4) / 24, (u.2 - u.1) / 6 + (u.3 - u.4) / 12, (u.3 + u.4 - u.1 - u.2) / 6 + u.5)
     }
     let step = ci * co
-    forEachWeight(ci: ci, co: co) { o, c in
+    for o in 0..<co { for c in 0..<ci {
         let p = du + c * co + o
         // Column j of Gᵀ·dU (3 values), from dU's column j.
         @inline(__always) func column(_ j: Int) -> (Float, Float, Float) {
@@ -570,5 +621,5 @@ func winogradWeightAdjoint4(_ du: UnsafePointer<Float>, ci: Int, co: Int, _ dw: 
         k[0] += r0.0; k[1] += r0.1; k[2] += r0.2
         k[3] += r1.0; k[4] += r1.1; k[5] += r1.2
         k[6] += r2.0; k[7] += r2.1; k[8] += r2.2
-    }
+    } }
 }

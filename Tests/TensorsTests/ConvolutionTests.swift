@@ -88,8 +88,8 @@ final class ConvolutionTests: XCTestCase {
 
     /// The Winograd path and the im2col path each agree with the direct reference, forward and backward, on a
     /// ResNet-like layer (each path to the reference, not to each other: their float rounding adds).
-    /// The vectorised Winograd weight transforms (8 output channels per vector, input channels across threads) equal
-    /// their one-weight-at-a-time references bit for bit, for both tiles, at 1 and 3 threads.
+    /// The vectorised Winograd weight transforms and their adjoints (8 output channels per vector, input channels
+    /// across threads) equal their one-weight-at-a-time references bit for bit, for both tiles, at 1 and 3 threads.
     func testWinogradWeightTransformsEqualTheirReferences() {
         let saved = Threads.count
         defer { Threads.set(saved) }
@@ -100,6 +100,12 @@ final class ConvolutionTests: XCTestCase {
                 for tile in [2, 4] {
                     XCTAssertEqual(winogradWeightTransform(w, tile: tile).array,
                                    winogradWeightTransform(w, tile: tile, reference: true).array, "Co \(co), Ci \(ci), tile \(tile)")
+                    // The adjoint, added onto the same starting gradient.
+                    let du = randomTensor([(tile + 2) * (tile + 2), ci, co], seed: UInt64(co + ci + tile))
+                    let fast = randomTensor([co, ci, 3, 3], seed: 9), plain = fast.copy()
+                    winogradWeightAdjoint(du, tile: tile, addingTo: fast)
+                    winogradWeightAdjoint(du, tile: tile, addingTo: plain, reference: true)
+                    XCTAssertEqual(fast.array, plain.array, "adjoint: Co \(co), Ci \(ci), tile \(tile)")
                 }
             }
         }
