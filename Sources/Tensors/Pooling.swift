@@ -93,9 +93,9 @@ public func avgPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int
     let g = PoolGeometry(x.shape, kernel: kernel, stride: stride ?? kernel, padding: padding, "avgPool2d")
     let out = Tensor(zeros: [g.n, g.oh, g.ow, g.c])
     let scale = 1 / Float(g.k * g.k)
-    // Visits every (output pixel, input pixel) pair of a window.
-    func forEachWindow(_ body: (Int, Int) -> Void) {
-        for n in 0..<g.n {
+    // Visits every (output pixel, input pixel) pair of the windows of `images`.
+    func forEachWindow(_ images: Range<Int>, _ body: (Int, Int) -> Void) {
+        for n in images {
             for oy in 0..<g.oh {
                 for ox in 0..<g.ow {
                     let o = ((n * g.oh + oy) * g.ow + ox) * g.c
@@ -112,11 +112,12 @@ public func avgPool2d(_ x: Tensor, kernel: Int, stride: Int? = nil, padding: Int
             }
         }
     }
+    // Images in parallel (each output and each input gradient belongs to one image), channels 8 at a time.
     let xp = x.data, y = out.data, C = g.c
-    forEachWindow { o, i in for c in 0..<C { y[o + c] += scale * xp[i + c] } }
+    parallelRanges(g.n) { _, images in forEachWindow(images) { o, i in vScaledAccumulate(y + o, xp + i, scale, C) } }
     out.record(inputs: [x]) { out in
         let gy = out.grad!.data, gx = x.gradBuffer()
-        forEachWindow { o, i in for c in 0..<C { gx[i + c] += scale * gy[o + c] } }
+        parallelRanges(g.n) { _, images in forEachWindow(images) { o, i in vScaledAccumulate(gx + i, gy + o, scale, C) } }
     }
     return out
 }
@@ -127,21 +128,18 @@ public func globalAvgPool(_ x: Tensor) -> Tensor {
     let n = x.shape[0], hw = x.shape[1] * x.shape[2], c = x.shape[3]
     let out = Tensor(zeros: [n, c])
     let xp = x.data, y = out.data, scale = 1 / Float(hw)
-    for i in 0..<n {
-        let yi = y + i * c
-        for p in 0..<hw {
-            let xr = xp + (i * hw + p) * c
-            for j in 0..<c { yi[j] += xr[j] }
+    parallelRanges(n) { _, images in
+        for i in images {
+            let yi = y + i * c
+            for p in 0..<hw { vAccumulate(yi, xp + (i * hw + p) * c, c) }
+            for j in 0..<c { yi[j] *= scale }
         }
-        for j in 0..<c { yi[j] *= scale }
     }
     out.record(inputs: [x]) { out in
         let gy = out.grad!.data, gx = x.gradBuffer()
-        for i in 0..<n {
-            let gi = gy + i * c
-            for p in 0..<hw {
-                let gr = gx + (i * hw + p) * c
-                for j in 0..<c { gr[j] += gi[j] * scale }
+        parallelRanges(n) { _, images in
+            for i in images {
+                for p in 0..<hw { vScaledAccumulate(gx + (i * hw + p) * c, gy + i * c, scale, c) }
             }
         }
     }

@@ -31,6 +31,15 @@ func vAccumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>
     while i < n { dst[i] += src[i]; i += 1 }
 }
 
+/// dst[i] += scale · src[i]
+@inline(__always)
+func vScaledAccumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ scale: Float, _ n: Int) {
+    let s = V8(repeating: scale)
+    var i = 0
+    while i + 8 <= n { store8(load8(dst + i) + s * load8(src + i), dst + i); i += 8 }
+    while i < n { dst[i] += scale * src[i]; i += 1 }
+}
+
 /// y[i] = max(0, a[i] (+ b[i]))
 @inline(__always)
 func vRelu(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, _ n: Int) {

@@ -15,6 +15,52 @@ final class PoolingActivationTests: XCTestCase {
         }
     }
 
+    /// Average pooling (images across threads, channels 8 at a time) equals a plain loop over every window, values
+    /// and gradients, at 1 and 3 threads, with a channel tail beyond a multiple of 8.
+    func testAveragePoolsEqualPlainLoops() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        let (n, h, w, c) = (5, 7, 6, 13)
+        let x = randomTensor([n, h, w, c], seed: 21)
+        let xs = x.array
+        // avgPool2d(kernel 3, stride 2, padding 1), zeros counted, summed window by window in the kernel's order.
+        let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1)
+        var pooled = [Float](repeating: 0, count: n * oh * ow * c), global = [Float](repeating: 0, count: n * c)
+        for i in 0..<n {
+            for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
+                let iy = 2 * oy - 1 + ky, ix = 2 * ox - 1 + kx
+                guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                for ch in 0..<c { pooled[((i * oh + oy) * ow + ox) * c + ch] += xs[((i * h + iy) * w + ix) * c + ch] / 9 }
+            } } } }
+            for p in 0..<(h * w) { for ch in 0..<c { global[i * c + ch] += xs[(i * h * w + p) * c + ch] } }
+            for ch in 0..<c { global[i * c + ch] *= 1 / Float(h * w) }
+        }
+        let gp = randomTensor([n, oh, ow, c], seed: 22), gg = randomTensor([n, c], seed: 23)
+        var grads: [[Float]] = []
+        for threads in [1, 3] {
+            Threads.set(threads)
+            x.requiresGrad = true; x.zeroGrad()
+            let a = avgPool2d(x, kernel: 3, stride: 2, padding: 1), b = globalAvgPool(x)
+            assertClose(a.array, pooled, rtol: 1e-6, atol: 1e-6, "avgPool2d, \(threads) threads")
+            XCTAssertEqual(b.array, global, "globalAvgPool, \(threads) threads")
+            ((a * gp).sum() + (b * gg).sum()).backward()
+            grads.append(x.grad!.array)
+        }
+        XCTAssertEqual(grads[0], grads[1])
+        // The input gradient is the output gradients spread back over each window (and over the whole map).
+        var expected = [Float](repeating: 0, count: xs.count)
+        let gps = gp.array, ggs = gg.array
+        for i in 0..<n {
+            for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
+                let iy = 2 * oy - 1 + ky, ix = 2 * ox - 1 + kx
+                guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                for ch in 0..<c { expected[((i * h + iy) * w + ix) * c + ch] += gps[((i * oh + oy) * ow + ox) * c + ch] / 9 }
+            } } } }
+            for p in 0..<(h * w) { for ch in 0..<c { expected[(i * h * w + p) * c + ch] += ggs[i * c + ch] / Float(h * w) } }
+        }
+        assertClose(grads[0], expected, rtol: 1e-5, atol: 1e-6, "gradient")
+    }
+
     func testPoolingValues() {
         // one image 4×4, one channel, values 0..15
         let x = Tensor(shape: [1, 4, 4, 1], values: (0..<16).map(Float.init))
