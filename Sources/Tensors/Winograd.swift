@@ -69,6 +69,18 @@ public func winogradApplies(_ g: ConvGeometry) -> Bool {
         && g.ci % 8 == 0 && g.co % 8 == 0
 }
 
+/// Calls body(c, o) for every input channel c and every block of 8 output channels o..<o + 8, input channels split
+/// across kernel threads: the loop of the vectorised weight transforms and of their adjoint.
+@inline(__always)
+func forEachWeightBlock(ci: Int, co: Int, _ body: (Int, Int) -> Void) {
+    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
+        for c in inputs {
+            var o = 0
+            while o < co { body(c, o); o += 8 }
+        }
+    }
+}
+
 /// The kernels w [Co][Ci][3][3] as [Ci][9][Co] (one OpenBLAS transpose), so the weight transforms read and write
 /// 8 output channels at a time.
 func kernelsByInput(_ w: UnsafePointer<Float>, ci: Int, co: Int) -> Tensor {
@@ -88,21 +100,15 @@ func winogradWeights(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMut
     }
     let kt = kernelsByInput(w, ci: ci, co: co)
     let k = kt.data, step = ci * co
-    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
-        for c in inputs {
-            var o = 0
-            while o < co {
-                @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
-                // Columns of G·k (4×3), then each row of that through G again.
-                let c0 = g4(ld(0), ld(3), ld(6)), c1 = g4(ld(1), ld(4), ld(7)), c2 = g4(ld(2), ld(5), ld(8))
-                @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
-                    let r = g4(a, b, d), base = u + (i * 4 * ci + c) * co + o
-                    store8(r.0, base); store8(r.1, base + step); store8(r.2, base + 2 * step); store8(r.3, base + 3 * step)
-                }
-                row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2); row(3, c0.3, c1.3, c2.3)
-                o += 8
-            }
+    forEachWeightBlock(ci: ci, co: co) { c, o in
+        @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
+        // Columns of G·k (4×3), then each row of that through G again.
+        let c0 = g4(ld(0), ld(3), ld(6)), c1 = g4(ld(1), ld(4), ld(7)), c2 = g4(ld(2), ld(5), ld(8))
+        @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
+            let r = g4(a, b, d), base = u + (i * 4 * ci + c) * co + o
+            store8(r.0, base); store8(r.1, base + step); store8(r.2, base + 2 * step); store8(r.3, base + 3 * step)
         }
+        row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2); row(3, c0.3, c1.3, c2.3)
     }
 }
 
@@ -332,32 +338,26 @@ func winogradWeightAdjointAdd(_ du: UnsafePointer<Float>, tile m: Int, ci: Int, 
         let four = V8(repeating: 4), six = V8(repeating: 6), twelve = V8(repeating: 12), t24 = V8(repeating: 24)
         return (u0 / four - (u1 + u2) / six + (u3 + u4) / t24, (u2 - u1) / six + (u3 - u4) / twelve, (u3 + u4 - u1 - u2) / six + u5)
     }
-    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
-        for c in inputs {
-            var o = 0
-            while o < co {
-                let p = du + c * co + o, k = out + c * 9 * co + o
-                @inline(__always) func put(_ a: Int, _ r: (V8, V8, V8)) {
-                    store8(r.0, k + 3 * a * co); store8(r.1, k + (3 * a + 1) * co); store8(r.2, k + (3 * a + 2) * co)
-                }
-                // Column j of Gᵀ·dU from dU's column j; then each of its three rows through Gᵀ.
-                if m == 2 {
-                    @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
-                        gt3(load8(p + j * step), load8(p + (4 + j) * step), load8(p + (8 + j) * step), load8(p + (12 + j) * step))
-                    }
-                    let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3)
-                    put(0, gt3(h0.0, h1.0, h2.0, h3.0)); put(1, gt3(h0.1, h1.1, h2.1, h3.1)); put(2, gt3(h0.2, h1.2, h2.2, h3.2))
-                } else {
-                    @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
-                        gt6(load8(p + j * step), load8(p + (6 + j) * step), load8(p + (12 + j) * step),
-                            load8(p + (18 + j) * step), load8(p + (24 + j) * step), load8(p + (30 + j) * step))
-                    }
-                    let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
-                    put(0, gt6(h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)); put(1, gt6(h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
-                    put(2, gt6(h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
-                }
-                o += 8
+    forEachWeightBlock(ci: ci, co: co) { c, o in
+        let p = du + c * co + o, k = out + c * 9 * co + o
+        @inline(__always) func put(_ a: Int, _ r: (V8, V8, V8)) {
+            store8(r.0, k + 3 * a * co); store8(r.1, k + (3 * a + 1) * co); store8(r.2, k + (3 * a + 2) * co)
+        }
+        // Column j of Gᵀ·dU from dU's column j; then each of its three rows through Gᵀ.
+        if m == 2 {
+            @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
+                gt3(load8(p + j * step), load8(p + (4 + j) * step), load8(p + (8 + j) * step), load8(p + (12 + j) * step))
             }
+            let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3)
+            put(0, gt3(h0.0, h1.0, h2.0, h3.0)); put(1, gt3(h0.1, h1.1, h2.1, h3.1)); put(2, gt3(h0.2, h1.2, h2.2, h3.2))
+        } else {
+            @inline(__always) func column(_ j: Int) -> (V8, V8, V8) {
+                gt6(load8(p + j * step), load8(p + (6 + j) * step), load8(p + (12 + j) * step),
+                    load8(p + (18 + j) * step), load8(p + (24 + j) * step), load8(p + (30 + j) * step))
+            }
+            let h0 = column(0), h1 = column(1), h2 = column(2), h3 = column(3), h4 = column(4), h5 = column(5)
+            put(0, gt6(h0.0, h1.0, h2.0, h3.0, h4.0, h5.0)); put(1, gt6(h0.1, h1.1, h2.1, h3.1, h4.1, h5.1))
+            put(2, gt6(h0.2, h1.2, h2.2, h3.2, h4.2, h5.2))
         }
     }
     cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(ci * 9), Int32(co), 1, out, Int32(co), byOutput.data, Int32(ci * 9))
@@ -528,23 +528,17 @@ func winogradWeights4(_ w: UnsafePointer<Float>, ci: Int, co: Int, _ u: UnsafeMu
     }
     let kt = kernelsByInput(w, ci: ci, co: co)
     let k = kt.data, step = ci * co
-    parallelRanges(ci, minPerWorker: max(1, 2048 / co)) { _, inputs in
-        for c in inputs {
-            var o = 0
-            while o < co {
-                @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
-                // Columns of G·k (6×3), then each row of that through G again.
-                let c0 = g6(ld(0), ld(3), ld(6)), c1 = g6(ld(1), ld(4), ld(7)), c2 = g6(ld(2), ld(5), ld(8))
-                @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
-                    let r = g6(a, b, d), p = u + (6 * i * ci + c) * co + o
-                    store8(r.0, p); store8(r.1, p + step); store8(r.2, p + 2 * step)
-                    store8(r.3, p + 3 * step); store8(r.4, p + 4 * step); store8(r.5, p + 5 * step)
-                }
-                row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2)
-                row(3, c0.3, c1.3, c2.3); row(4, c0.4, c1.4, c2.4); row(5, c0.5, c1.5, c2.5)
-                o += 8
-            }
+    forEachWeightBlock(ci: ci, co: co) { c, o in
+        @inline(__always) func ld(_ j: Int) -> V8 { load8(k + (c * 9 + j) * co + o) }
+        // Columns of G·k (6×3), then each row of that through G again.
+        let c0 = g6(ld(0), ld(3), ld(6)), c1 = g6(ld(1), ld(4), ld(7)), c2 = g6(ld(2), ld(5), ld(8))
+        @inline(__always) func row(_ i: Int, _ a: V8, _ b: V8, _ d: V8) {
+            let r = g6(a, b, d), p = u + (6 * i * ci + c) * co + o
+            store8(r.0, p); store8(r.1, p + step); store8(r.2, p + 2 * step)
+            store8(r.3, p + 3 * step); store8(r.4, p + 4 * step); store8(r.5, p + 5 * step)
         }
+        row(0, c0.0, c1.0, c2.0); row(1, c0.1, c1.1, c2.1); row(2, c0.2, c1.2, c2.2)
+        row(3, c0.3, c1.3, c2.3); row(4, c0.4, c1.4, c2.4); row(5, c0.5, c1.5, c2.5)
     }
 }
 
