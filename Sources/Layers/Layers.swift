@@ -79,6 +79,47 @@ public func fusesInference(_ bn: BatchNorm2d) -> Bool {
     inferenceFusionEnabled && !GradMode.isEnabled && !bn.isTraining
 }
 
+/// Output pixels of one piece of the batch when inference runs a block piece by piece
+/// (`inferenceInImageChunks`); 0 runs every block on the whole batch (`distill bench engine --compare-chunking`).
+public nonisolated(unsafe) var inferenceChunkPixels = 2048
+
+/// `block(x)` in evaluation mode without the tape, computed on pieces of the batch of whole images (about
+/// `inferenceChunkPixels` input pixels each), the pieces split over the worker threads: each piece goes through
+/// every layer of the block while its activations are in cache (a block's expanded middle never goes to memory),
+/// and the block's kernels run on one thread each, with no hand-over between layers.
+/// Every op in evaluation mode computes each image on its own, but OpenBLAS picks its sgemm kernel by the product's
+/// size, so a piece's values can differ from the whole batch's in the last bits (as a different batch size's do).
+/// The cut depends only on the batch and the block's input size, never on the thread count, so results do not
+/// depend on it either (a test holds 1 and 3 threads equal bit for bit, and the whole batch close).
+/// Runs block(x) whole when training, on the tape, or when the batch makes fewer than two pieces.
+public func inferenceInImageChunks(_ x: Tensor, isTraining: Bool, _ block: (Tensor) -> Tensor) -> Tensor {
+    guard inferenceChunkPixels > 0, !isTraining, !GradMode.isEnabled, x.rank == 4 else { return block(x) }
+    let n = x.shape[0], perPiece = max(1, inferenceChunkPixels / max(1, x.shape[1] * x.shape[2]))
+    var pieces = (n + perPiece - 1) / perPiece
+    guard pieces >= 2 else { return block(x) }
+    pieces = min(n, (pieces + 1) / 2 * 2)   // even: equal shares on two cores
+    return Profiler.measure(.chunkedBlocks) {
+        var outputs = [Tensor?](repeating: nil, count: pieces)
+        outputs.withUnsafeMutableBufferPointer { out in
+            parallelRanges(pieces) { _, range in
+                for p in range { out[p] = block(x.batchView((n * p / pieces)..<(n * (p + 1) / pieces))) }
+            }
+        }
+        let parts = outputs.map { $0! }
+        let first = parts[0].shape
+        let result = Tensor(uninitialized: [n] + first.dropFirst())
+        let per = first.dropFirst().reduce(1, *)
+        parallelRanges(pieces) { _, range in
+            for p in range {
+                precondition(Array(parts[p].shape.dropFirst()) == Array(first.dropFirst()),
+                             "inferenceInImageChunks: a piece's output \(parts[p].shape) differs from the first's \(first)")
+                (result.data + (n * p / pieces) * per).update(from: parts[p].data, count: parts[p].count)
+            }
+        }
+        return result
+    }
+}
+
 /// bn(conv(x)), plus `residual`, then ReLU when `relu`. In evaluation mode without the tape, one pass: the
 /// convolution applies batch norm's folded affine map, the sum and the ReLU as it writes each chunk of its output;
 /// otherwise the convolution, then batch norm with the sum and ReLU in its pass (which keeps no BN(x) for backward).

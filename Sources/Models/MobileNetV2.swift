@@ -25,8 +25,11 @@ public final class InvertedResidual: Layer {
         residual = stride == 1 && inp == oup
     }
     public var children: [(String, Module)] { [("conv", conv)] }
-    /// The block; with the residual, conv.6 · conv.7 adds it as it writes (`convBatchNorm`).
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// The block (in inference, piece by piece of the batch: `inferenceInImageChunks`); with the residual,
+    /// conv.6 · conv.7 adds it as it writes (`convBatchNorm`).
+    public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
+
+    func forward(_ x: Tensor) -> Tensor {
         guard residual else { return conv(x) }
         return convBatchNorm(conv.layers[6] as! Conv2d, conv.layers[7] as! BatchNorm2d, conv.run(x, layers: 0..<6),
                              relu: false, residual: x)

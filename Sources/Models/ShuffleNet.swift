@@ -49,7 +49,10 @@ public final class ShuffleV1Block: Layer {
         [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), ("conv3", conv3), ("bn3", bn3)]
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// In inference, piece by piece of the batch (`inferenceInImageChunks`).
+    public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
+
+    func forward(_ x: Tensor) -> Tensor {
         var h = convBatchNorm(conv1, bn1, x, relu: true).channelShuffled(groups: shuffleGroups)
         h = convBatchNorm(conv2, bn2, h, relu: true)
         if stride == 2 { return concat([convBatchNorm(conv3, bn3, h, relu: false), avgPool2d(x, kernel: 3, stride: 2, padding: 1)], axis: 3).relu() }
@@ -75,7 +78,10 @@ public final class ShuffleV2Block: Layer {
         [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), ("conv3", conv3), ("bn3", bn3)]
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// In inference, piece by piece of the batch (`inferenceInImageChunks`).
+    public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
+
+    func forward(_ x: Tensor) -> Tensor {
         let C = x.shape[3]
         let h = convBatchNorm(conv3, bn3, convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x.slice(axis: 3, half..<C), relu: true), relu: false), relu: true)
         return interleaveChannels(x, channels: 0..<half, h)   // = concat([x[…, ..<half], h]).channelShuffled(groups: 2)
@@ -102,7 +108,10 @@ public final class ShuffleV2DownBlock: Layer {
          ("conv4", conv4), ("bn4", bn4), ("conv5", conv5), ("bn5", bn5)]
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// In inference, piece by piece of the batch (`inferenceInImageChunks`).
+    public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
+
+    func forward(_ x: Tensor) -> Tensor {
         let left = convBatchNorm(conv2, bn2, convBatchNorm(conv1, bn1, x, relu: false), relu: true)
         let right = convBatchNorm(conv5, bn5, convBatchNorm(conv4, bn4, convBatchNorm(conv3, bn3, x, relu: true), relu: false), relu: true)
         return interleaveChannels(left, channels: 0..<left.shape[3], right)   // = concat([left, right]).channelShuffled(groups: 2)

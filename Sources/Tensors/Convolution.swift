@@ -15,6 +15,7 @@
 // Inference (`conv2dFused`, no tape) hands every path an epilogue that each chunk applies to its own output rows
 // while they are still in cache: batch norm's affine map, a residual, a ReLU (see ConvEpilogue).
 import CBLAS
+import Foundation
 
 /// Shapes of one convolution.
 public struct ConvGeometry: Equatable {
@@ -46,9 +47,26 @@ public struct ConvGeometry: Equatable {
     public var forwardFlops: Double { 2.0 * Double(n * oh * ow) * Double(co) * Double(kg) }
 }
 
-/// Reusable per-worker scratch buffers (grown on demand, never shrunk). Grow only from the calling thread.
+/// Reusable per-worker scratch buffers (grown on demand, never shrunk), one set per calling thread: a kernel
+/// reserves buffers for the workers it splits into on the thread that calls it, so kernels called at once from
+/// two threads (inference run in image chunks, `inferenceInImageChunks`) never share a buffer.
 final class Scratch {
-    nonisolated(unsafe) static let shared = Scratch()
+    /// The calling thread's scratch.
+    static var shared: Scratch {
+        if let p = pthread_getspecific(key) { return Unmanaged<Scratch>.fromOpaque(p).takeUnretainedValue() }
+        let s = Scratch()
+        pthread_setspecific(key, Unmanaged.passRetained(s).toOpaque())
+        return s
+    }
+    /// The thread-specific slot; a thread's Scratch is freed with the thread.
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        let rc = pthread_key_create(&k) { p in if let p { Unmanaged<Scratch>.fromOpaque(p).release() } }
+        precondition(rc == 0, "Scratch: pthread_key_create failed (\(rc))")
+        return k
+    }()
+    deinit { for list in buffers { for p in list { p.deallocate() } } }
+
     private var buffers: [[UnsafeMutablePointer<Float>]] = []
     private var sizes: [[Int]] = []
 
@@ -215,6 +233,10 @@ func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: U
     }
     if depthwiseApplies(g) {
         depthwiseForward(x, g, weight: w, y: y, beta: beta, epilogue: epilogue)
+        return
+    }
+    if g.kh * g.kw == 1 {   // [Co, Cig, 1, 1] is already the row layout
+        im2colForward(x, g, wp: w, y: y, beta: beta, epilogue: epilogue)
         return
     }
     let wp = Tensor(uninitialized: [g.co, g.kg])

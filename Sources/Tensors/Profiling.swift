@@ -7,6 +7,9 @@ public enum Profiler {
     /// The parts of a step the counters separate.
     public enum Part: Int, CaseIterable {
         case convolutionForward, convolutionDataGradient, convolutionWeightGradient, batchNorm, elementwise, optimizer
+        /// Inference blocks run whole on pieces of the batch (`inferenceInImageChunks`): their kernels run on
+        /// several threads at once, so their time is not split further.
+        case chunkedBlocks
 
         public var label: String {
             switch self {
@@ -16,6 +19,7 @@ public enum Profiler {
             case .batchNorm: "batch norm, forward and backward"
             case .elementwise: "elementwise passes, both ways"
             case .optimizer: "optimiser step"
+            case .chunkedBlocks: "blocks run whole per piece of the batch"
             }
         }
         public var key: String {
@@ -26,6 +30,7 @@ public enum Profiler {
             case .batchNorm: "batch_norm"
             case .elementwise: "elementwise"
             case .optimizer: "optimizer"
+            case .chunkedBlocks: "chunked_blocks"
             }
         }
     }

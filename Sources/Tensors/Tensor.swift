@@ -15,16 +15,28 @@ import Foundation
 public final class Storage {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// For a view: the storage whose memory it reads (kept alive by the view, which frees nothing).
+    private let base: Storage?
 
     /// Allocates `count` floats, zero-filled unless `zeroed` is false (then the caller must write every element).
     public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "Storage: negative element count \(count)")
         self.count = count
         pointer = BufferPool.shared.take(count)
+        base = nil
         if zeroed { pointer.update(repeating: 0, count: max(count, 1)) }
     }
 
-    deinit { BufferPool.shared.give(pointer, count) }
+    /// A view of `count` floats of `base` from `offset` on: no copy; `base` lives as long as the view.
+    public init(viewOf base: Storage, offset: Int, count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= base.count,
+                     "Storage: view \(offset)..<\(offset + count) outside a storage of \(base.count) elements")
+        self.base = base
+        self.count = count
+        pointer = base.pointer + offset
+    }
+
+    deinit { if base == nil { BufferPool.shared.give(pointer, count) } }
 }
 
 /// Caches freed float buffers by exact element count, up to `limitBytes` in total.
@@ -186,6 +198,17 @@ public final class Tensor {
     public var item: Float {
         precondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, expected 1")
         return data[0]
+    }
+
+    /// Images `range` of a batch (axis 0) as a tensor sharing this one's memory, off the tape: for inference
+    /// that runs a batch in pieces (`withoutGradients`). Ops never write into their inputs, so the view is read.
+    public func batchView(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
+                     "batchView: images \(range) outside a batch of shape \(shape)")
+        precondition(!GradMode.isEnabled, "batchView: inference only, inside withoutGradients (the view is not on the tape)")
+        let per = shape.dropFirst().reduce(1, *)
+        return Tensor(shape: [range.count] + shape.dropFirst(),
+                      storage: Storage(viewOf: storage, offset: range.lowerBound * per, count: range.count * per))
     }
 
     /// The same values, cut from the tape (shares storage).

@@ -40,14 +40,26 @@ struct BenchEngine: ParsableCommand {
     @Flag(help: "Also measure inference with every convolution, batch norm, residual sum and ReLU run as separate passes (the baseline the fused inference replaces), in the same run.")
     var compareFusion = false
 
+    @Flag(help: "Also measure inference with every block run on the whole batch (the baseline that running MobileNetV2's and ShuffleNet's blocks piece by piece of the batch replaces), in the same run.")
+    var compareChunking = false
+
     @Flag(help: "Also measure training and inference with kernels split over threads by DispatchQueue.concurrentPerform (the baseline the worker pool replaces), in the same run.")
     var compareDispatch = false
+
+    enum Part: String, ExpressibleByArgument, CaseIterable { case training, inference }
+
+    @Option(help: "Measure only this part: training or inference (default: both).")
+    var only: Part?
+
+    @Option(help: "Output pixels of one piece of the batch when inference runs MobileNetV2's and ShuffleNet's blocks piece by piece (0: whole batch); default: 2048.")
+    var chunkPixels: Int?
 
     @Option(help: "Winograd output tile for every 3×3 layer: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); default: chosen per layer.")
     var winogradTile: Int?
 
     func validate() throws {
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
+        if let chunkPixels, chunkPixels < 0 { throw ValidationError("--chunk-pixels must be 0 or more, got \(chunkPixels)") }
         if let t = winogradTile, t != 2 && t != 4 { throw ValidationError("--winograd-tile must be 2 or 4, got \(t)") }
         guard !threadCounts.isEmpty else { throw ValidationError("--threads must list positive integers, e.g. 1,2") }
         var g = Generator(seed: 0)
@@ -63,6 +75,7 @@ struct BenchEngine: ParsableCommand {
 
     func run() throws {
         winogradTileOverride = winogradTile
+        if let chunkPixels { inferenceChunkPixels = chunkPixels }
         var results: [(String, Double)] = []
         func report(_ key: String, _ value: Double, _ label: String) {
             results.append((key, value))
@@ -74,41 +87,58 @@ struct BenchEngine: ParsableCommand {
         for name in modelNames {
             for t in threadCounts {
                 Threads.set(t)
-                let (train, split) = try measureTraining(name, threads: t)
-                report("\(name)_train_ips_t\(t)", train, "\(name) train images/s, batch \(batch), \(t) thread(s)")
-                for (key, label, share) in split {
-                    report("\(name)_\(key)_share_t\(t)", share * 100, "  % of the step: \(label)")
+                if only != .inference {
+                    let (train, split) = try measureTraining(name, threads: t)
+                    report("\(name)_train_ips_t\(t)", train, "\(name) train images/s, batch \(batch), \(t) thread(s)")
+                    for (key, label, share) in split where share > 0 || key != Profiler.Part.chunkedBlocks.key {
+                        report("\(name)_\(key)_share_t\(t)", share * 100, "  % of the step: \(label)")
+                    }
                 }
-                let (infer, inferSplit) = try measureInference(name)
-                report("\(name)_infer_ips_t\(t)", infer, "\(name) inference images/s, batch \(batch), \(t) thread(s)")
-                for (key, label, share) in inferSplit where share > 0.0005 {
-                    report("\(name)_infer_\(key)_share_t\(t)", share * 100, "  % of inference: \(label)")
+                if only != .training {
+                    let (infer, inferSplit) = try measureInference(name)
+                    report("\(name)_infer_ips_t\(t)", infer, "\(name) inference images/s, batch \(batch), \(t) thread(s)")
+                    for (key, label, share) in inferSplit where share > 0.0005 {
+                        report("\(name)_infer_\(key)_share_t\(t)", share * 100, "  % of inference: \(label)")
+                    }
                 }
-                if compareFusion {
+                if compareFusion && only != .training {
                     inferenceFusionEnabled = false
                     defer { inferenceFusionEnabled = true }
                     report("\(name)_infer_ips_t\(t)_unfused", try measureInference(name).0,
                            "\(name) inference images/s, unfused, \(t) thread(s)")
                 }
+                if compareChunking && only != .training {
+                    let saved = inferenceChunkPixels
+                    inferenceChunkPixels = 0
+                    defer { inferenceChunkPixels = saved }
+                    report("\(name)_infer_ips_t\(t)_whole_batch", try measureInference(name).0,
+                           "\(name) inference images/s, blocks on the whole batch, \(t) thread(s)")
+                }
                 if compareDispatch && t > 1 {
                     Threads.usesPool = false
                     defer { Threads.usesPool = true }
-                    report("\(name)_train_ips_t\(t)_dispatch", try measureTraining(name, threads: t).0,
-                           "\(name) train images/s, Dispatch threads, \(t) thread(s)")
-                    report("\(name)_infer_ips_t\(t)_dispatch", try measureInference(name).0,
-                           "\(name) inference images/s, Dispatch threads, \(t) thread(s)")
+                    try measureBoth(name, t, key: "dispatch", label: "Dispatch threads")
                 }
                 if compareDepthwise {
                     depthwiseDirectEnabled = false
                     defer { depthwiseDirectEnabled = true }
-                    report("\(name)_train_ips_t\(t)_pergroup", try measureTraining(name, threads: t).0,
-                           "\(name) train images/s, per-group products, \(t) thread(s)")
-                    report("\(name)_infer_ips_t\(t)_pergroup", try measureInference(name).0,
-                           "\(name) inference images/s, per-group products, \(t) thread(s)")
+                    try measureBoth(name, t, key: "pergroup", label: "per-group products")
                 }
             }
         }
         if format.json { try printJSON(Dictionary(uniqueKeysWithValues: results)) }
+
+        /// A baseline's training and inference images/s (those `--only` keeps), reported under `key`.
+        func measureBoth(_ name: String, _ t: Int, key: String, label: String) throws {
+            if only != .inference {
+                report("\(name)_train_ips_t\(t)_\(key)", try measureTraining(name, threads: t).0,
+                       "\(name) train images/s, \(label), \(t) thread(s)")
+            }
+            if only != .training {
+                report("\(name)_infer_ips_t\(t)_\(key)", try measureInference(name).0,
+                       "\(name) inference images/s, \(label), \(t) thread(s)")
+            }
+        }
     }
 
     func makeModel(_ name: String) throws -> (Classifier, Tensor, [Int]) {

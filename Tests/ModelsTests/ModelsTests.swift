@@ -188,6 +188,43 @@ final class ModelsTests: XCTestCase {
         }
     }
 
+    /// Inference runs MobileNetV2's and ShuffleNet's blocks piece by piece of the batch, the pieces on several
+    /// threads at once: logits and taps at 1 and 3 threads are equal bit for bit, and close to the whole-batch
+    /// blocks' (OpenBLAS picks its kernel by the product's size: the last bits may differ, as across batch sizes),
+    /// with pieces of one image and of several (uneven) images, and in a batch of one.
+    func testInferenceInImageChunksMatchesTheWholeBatch() throws {
+        let saved = inferenceChunkPixels, savedThreads = Threads.count
+        defer { inferenceChunkPixels = saved; Threads.set(savedThreads) }
+        for name in ["mobilenetv2", "shufflenetv1", "shufflenetv2"] {
+            var g = Generator(seed: 7)
+            let m = try ModelZoo.make(name, classes: 10, generator: &g)
+            for (key, p) in m.namedState() where p.value.rank == 1 {
+                let v = p.value
+                for i in 0..<v.count { v.data[i] = key.hasSuffix("running_var") ? 0.5 + g.uniform() : g.normal() * 0.2 + (key.hasSuffix("weight") ? 1 : 0) }
+            }
+            m.eval()
+            for batch in [7, 1] {
+                let x = randomTensor([batch, 32, 32, 3], seed: 8)
+                func run(_ pixels: Int, threads: Int) -> [Tensor] {
+                    inferenceChunkPixels = pixels
+                    Threads.set(threads)
+                    return withoutGradients { [m(x)] + m.taps(x) }
+                }
+                let whole = run(0, threads: 1)
+                for pixels in [200, 600, 2048] {
+                    let one = run(pixels, threads: 1), three = run(pixels, threads: 3)
+                    XCTAssertEqual(one.count, whole.count, name)
+                    for (k, (a, b)) in zip(one, three).enumerated() {
+                        let differing = zip(a.array, b.array).filter { $0 != $1 }.count
+                        XCTAssertTrue(a.shape == b.shape && differing == 0,
+                                      "\(name), batch \(batch), \(pixels) pixels, output \(k): \(differing) of \(a.count) values differ between 1 and 3 threads")
+                        assertClose(a, whole[k], rtol: 1e-4, atol: 1e-5, "\(name), batch \(batch), \(pixels) pixels, output \(k)")
+                    }
+                }
+            }
+        }
+    }
+
     func testStemBranchHeadComposeAndGrayscaleInput() throws {
         for name in ["resnet8", "wrn16_1"] {
             var g = Generator(seed: 1)

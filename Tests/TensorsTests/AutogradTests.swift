@@ -55,4 +55,19 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(mean, 0, accuracy: 0.03)
         XCTAssertEqual(variance, 1, accuracy: 0.05)
     }
+
+    /// A batch view reads the images it names from the same memory and keeps that memory alive on its own.
+    func testBatchViewSharesMemoryAndOutlivesItsTensor() {
+        var view: Tensor?
+        do {
+            let x = Tensor(shape: [4, 1, 2, 1], values: [0, 1, 2, 3, 4, 5, 6, 7])
+            view = withoutGradients { x.batchView(1..<3) }
+            XCTAssertEqual(view!.shape, [2, 1, 2, 1])
+            XCTAssertTrue(view!.data == x.data + 2)
+        }
+        let other = Tensor(shape: [8], repeating: -1)   // may reuse a freed buffer of 8 floats: must not be x's
+        XCTAssertEqual(view!.array, [2, 3, 4, 5])
+        XCTAssertEqual(other.array, [Float](repeating: -1, count: 8))
+        XCTAssertEqual(withoutGradients { view!.batchView(1..<2).array }, [4, 5])
+    }
 }
