@@ -99,24 +99,23 @@ public func inferenceInImageChunks(_ x: Tensor, isTraining: Bool, _ block: (Tens
     guard pieces >= 2 else { return block(x) }
     pieces = min(n, (pieces + 1) / 2 * 2)   // even: equal shares on two cores
     return Profiler.measure(.chunkedBlocks) {
-        var outputs = [Tensor?](repeating: nil, count: pieces)
-        outputs.withUnsafeMutableBufferPointer { out in
-            parallelRanges(pieces) { _, range in
-                for p in range { out[p] = block(x.batchView((n * p / pieces)..<(n * (p + 1) / pieces))) }
-            }
-        }
-        let parts = outputs.map { $0! }
-        let first = parts[0].shape
-        let result = Tensor(uninitialized: [n] + first.dropFirst())
-        let per = first.dropFirst().reduce(1, *)
+        // The first piece to finish allocates the result; each piece is copied in as soon as it is computed, while
+        // it is still in cache, and then freed.
+        let lock = NSLock()
+        var result: Tensor?
         parallelRanges(pieces) { _, range in
             for p in range {
-                precondition(Array(parts[p].shape.dropFirst()) == Array(first.dropFirst()),
-                             "inferenceInImageChunks: a piece's output \(parts[p].shape) differs from the first's \(first)")
-                (result.data + (n * p / pieces) * per).update(from: parts[p].data, count: parts[p].count)
+                let lo = n * p / pieces, part = block(x.batchView(lo..<(n * (p + 1) / pieces)))
+                lock.lock()
+                if result == nil { result = Tensor(uninitialized: [n] + part.shape.dropFirst()) }
+                let out = result!
+                lock.unlock()
+                precondition(Array(part.shape.dropFirst()) == Array(out.shape.dropFirst()),
+                             "inferenceInImageChunks: a piece's output \(part.shape) does not fit the batch's \(out.shape)")
+                (out.data + lo * (out.count / n)).update(from: part.data, count: part.count)
             }
         }
-        return result
+        return result!
     }
 }
 
@@ -124,14 +123,19 @@ public func inferenceInImageChunks(_ x: Tensor, isTraining: Bool, _ block: (Tens
 /// convolution applies batch norm's folded affine map, the sum and the ReLU as it writes each chunk of its output;
 /// otherwise the convolution, then batch norm with the sum and ReLU in its pass (which keeps no BN(x) for backward).
 /// Both give the values of the ops in turn, bit for bit.
-public func convBatchNorm(_ conv: Conv2d, _ bn: BatchNorm2d, _ x: Tensor, relu: Bool, residual: Tensor? = nil) -> Tensor {
+/// With `shuffleGroups` g > 1, the channels are then shuffled (`channelShuffled(groups: g)`), in the same pass
+/// when fused.
+public func convBatchNorm(_ conv: Conv2d, _ bn: BatchNorm2d, _ x: Tensor, relu: Bool, residual: Tensor? = nil,
+                          shuffleGroups: Int = 1) -> Tensor {
     if fusesInference(bn) {
         let (scale, shift) = batchNormEvalAffine(weight: bn.weight.value, bias: bn.bias.value, runningMean: bn.runningMean.value,
                                                  runningVar: bn.runningVar.value, eps: bn.eps)
         return conv2dFused(x, weight: conv.weight.value, bias: conv.bias?.value, stride: conv.stride, padding: conv.padding,
-                           groups: conv.groups, scale: scale, shift: shift, residual: residual, relu: relu)
+                           groups: conv.groups, scale: scale, shift: shift, residual: residual, relu: relu,
+                           shuffleGroups: shuffleGroups)
     }
-    return bn.forward(conv(x), relu: relu, residual: residual)
+    let y = bn.forward(conv(x), relu: relu, residual: residual)
+    return shuffleGroups > 1 ? y.channelShuffled(groups: shuffleGroups) : y
 }
 
 /// y = x·Wᵀ + b.

@@ -53,7 +53,7 @@ public final class ShuffleV1Block: Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
 
     func forward(_ x: Tensor) -> Tensor {
-        var h = convBatchNorm(conv1, bn1, x, relu: true).channelShuffled(groups: shuffleGroups)
+        var h = convBatchNorm(conv1, bn1, x, relu: true, shuffleGroups: shuffleGroups)
         h = convBatchNorm(conv2, bn2, h, relu: true)
         if stride == 2 { return concat([convBatchNorm(conv3, bn3, h, relu: false), avgPool2d(x, kernel: 3, stride: 2, padding: 1)], axis: 3).relu() }
         return convBatchNorm(conv3, bn3, h, relu: true, residual: x)

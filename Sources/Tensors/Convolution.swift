@@ -90,16 +90,30 @@ final class Scratch {
 /// What an inference convolution applies to its output rows [M × Co] as each chunk finishes them:
 ///   y = y·scale + shift (per channel), then y + residual (same layout as y) when given, then max(0, y) when `relu`:
 /// the operations, in the order, of batchNorm (evaluation), `+` and addRelu, so the result is bit-identical to
-/// running them one after another, without their three extra passes over the activation.
+/// running them one after another, without their three extra passes over the activation. With `shuffleGroups`
+/// g > 1, each row's channels are then shuffled as `channelShuffled(groups: g)` does, y[i·g + j] = y[j·C/g + i].
 struct ConvEpilogue {
     let scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
     let residual: UnsafePointer<Float>?
     let relu: Bool
+    var shuffleGroups = 1
 
     /// Applies the epilogue to rows `rows` of y [M × C] (batch norm's row kernel, in place).
     @inline(__always)
     func apply(_ y: UnsafeMutablePointer<Float>, rows: Range<Int>, C: Int) {
-        for m in rows { bnRowForward(y + m * C, scale, shift, residual.map { $0 + m * C }, y + m * C, C, relu: relu) }
+        guard shuffleGroups > 1 else {
+            for m in rows { bnRowForward(y + m * C, scale, shift, residual.map { $0 + m * C }, y + m * C, C, relu: relu) }
+            return
+        }
+        let g = shuffleGroups, per = C / g
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: C) { t in
+            let t = t.baseAddress!
+            for m in rows {
+                let yr = y + m * C
+                bnRowForward(yr, scale, shift, residual.map { $0 + m * C }, t, C, relu: relu)
+                for j in 0..<g { for i in 0..<per { yr[i * g + j] = t[j * per + i] } }
+            }
+        }
     }
 
     /// Applies the epilogue to the output rows of whole images `images` of y [N·OH·OW × Co].
@@ -244,6 +258,16 @@ func convForwardKernel(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: U
     im2colForward(x, g, wp: wp.data, y: y, beta: beta, epilogue: epilogue)
 }
 
+/// For a grouped product into y with beta = 0: zeroes the `count` floats of y it covers in one pass and returns 1,
+/// so each group's gemm adds (gemm would otherwise zero its Cog columns row by row, one tiny memset per row).
+/// Otherwise returns beta unchanged. Same values either way.
+@inline(__always)
+func zeroForGroups(_ y: UnsafeMutablePointer<Float>, _ count: Int, _ beta: Float, _ g: ConvGeometry) -> Float {
+    guard beta == 0, g.groups > 1 else { return beta }
+    y.update(repeating: 0, count: count)
+    return 1
+}
+
 /// y [M × Co] = beta·y + im2col(x)·Wpᵀ, chunked over whole images and split across workers.
 func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePointer<Float>,
                    y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
@@ -253,6 +277,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
         parallelRanges(chunks) { _, chunkRange in
             for c in chunkRange {
                 let rows = (c * convChunkPixels)..<min(M, (c + 1) * convChunkPixels)
+                let beta = zeroForGroups(y + rows.lowerBound * g.co, rows.count * g.co, beta, g)
                 for grp in 0..<g.groups {
                     gemm(transA: false, transB: true, m: rows.count, n: g.cog, k: g.cig,
                          a: x + rows.lowerBound * g.ci + grp * g.cig, lda: g.ci, b: wp + grp * g.cog * g.cig, ldb: g.cig,
@@ -264,6 +289,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
         return
     }
     if g.isPointwise {
+        let beta = zeroForGroups(y, g.n * g.oh * g.ow * g.co, beta, g)
         for grp in 0..<g.groups {
             gemm(transA: false, transB: true, m: g.n * g.oh * g.ow, n: g.cog, k: g.cig, a: x + grp * g.cig, lda: g.ci,
                  b: wp + grp * g.cog * g.cig, ldb: g.cig, beta: beta, c: y + grp * g.cog, ldc: g.co)
@@ -281,6 +307,7 @@ func im2colForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, wp: UnsafePoint
             let rows = images.count * g.oh * g.ow
             let y0 = y + images.lowerBound * g.oh * g.ow * g.co
             im2col(x, g, images: images, cols)
+            let beta = zeroForGroups(y0, rows * g.co, beta, g)
             for grp in 0..<g.groups {
                 gemm(transA: false, transB: true, m: rows, n: g.cog, k: g.kg, a: cols + grp * g.kg, lda: g.k,
                      b: wp + grp * g.cog * g.kg, ldb: g.kg, beta: beta, c: y0 + grp * g.cog, ldc: g.co,
@@ -333,10 +360,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 }
 
 /// Inference only (inside `withoutGradients`): conv2d followed, in the same pass over each chunk of its output, by
-/// y·scale + shift per channel (a batch norm in evaluation mode: `batchNormEvalAffine`), + `residual`, and a ReLU
-/// (ConvEpilogue), bit-identical to running those ops separately.
+/// y·scale + shift per channel (a batch norm in evaluation mode: `batchNormEvalAffine`), + `residual`, a ReLU, and
+/// a channel shuffle in `shuffleGroups` groups (ConvEpilogue), bit-identical to running those ops separately.
 public func conv2dFused(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
-                        groups: Int = 1, scale: Tensor, shift: Tensor, residual: Tensor? = nil, relu: Bool) -> Tensor {
+                        groups: Int = 1, scale: Tensor, shift: Tensor, residual: Tensor? = nil, relu: Bool,
+                        shuffleGroups: Int = 1) -> Tensor {
     precondition(!GradMode.isEnabled, "conv2dFused: inference only, inside withoutGradients (it records no backward)")
     let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding, groups: groups)
     if let b = bias { precondition(b.shape == [g.co], "conv2dFused: bias shape \(b.shape), expected [\(g.co)]") }
@@ -345,7 +373,10 @@ public func conv2dFused(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride
     if let r = residual {
         precondition(r.shape == [g.n, g.oh, g.ow, g.co], "conv2dFused: residual \(r.shape), expected \([g.n, g.oh, g.ow, g.co])")
     }
-    let epilogue = ConvEpilogue(scale: scale.data, shift: shift.data, residual: residual.map { UnsafePointer($0.data) }, relu: relu)
+    precondition(shuffleGroups >= 1 && g.co % shuffleGroups == 0,
+                 "conv2dFused: \(g.co) output channels cannot be shuffled in \(shuffleGroups) groups")
+    let epilogue = ConvEpilogue(scale: scale.data, shift: shift.data, residual: residual.map { UnsafePointer($0.data) },
+                                relu: relu, shuffleGroups: shuffleGroups)
     return convForwardOutput(x, weight: weight, bias: bias, g, epilogue: epilogue)
 }
 

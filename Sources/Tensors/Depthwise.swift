@@ -24,11 +24,11 @@ func depthwiseTaps(_ w: UnsafePointer<Float>, _ g: ConvGeometry) -> Tensor {
     return t
 }
 
-/// Calls body(o, a, i) for every output pixel o = oy·OW + ox of an image and every tap a = ky·KW + kx whose input
-/// pixel i = iy·W + ix lies inside.
+/// Calls body(o, a, i) for every output pixel o = oy·OW + ox of an image (of output rows `rows`, default all) and
+/// every tap a = ky·KW + kx whose input pixel i = iy·W + ix lies inside.
 @inline(__always)
-func forEachDepthwiseTap(_ g: ConvGeometry, _ body: (Int, Int, Int) -> Void) {
-    for oy in 0..<g.oh {
+func forEachDepthwiseTap(_ g: ConvGeometry, rows: Range<Int>? = nil, _ body: (Int, Int, Int) -> Void) {
+    for oy in rows ?? 0..<g.oh {
         for ky in 0..<g.kh {
             let iy = oy * g.stride - g.padding + ky
             if iy < 0 || iy >= g.h { continue }
@@ -43,7 +43,7 @@ func forEachDepthwiseTap(_ g: ConvGeometry, _ body: (Int, Int, Int) -> Void) {
     }
 }
 
-/// y [N·OH·OW × C] = beta·y + depthwise(x, w), w in PyTorch layout; then `epilogue` on each image's rows.
+/// y [N·OH·OW × C] = beta·y + depthwise(x, w), w in PyTorch layout; then `epilogue` on each output row's pixels.
 func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
                       y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
     let taps = depthwiseTaps(w, g), wt = UnsafePointer(taps.data)
@@ -51,12 +51,15 @@ func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Un
     parallelRanges(g.n) { _, images in
         for img in images {
             let xi = x + img * inImage, yi = y + img * outImage
-            if beta == 0 { yi.update(repeating: 0, count: outImage) }
-            forEachDepthwiseTap(g) { o, a, i in
-                let yr = yi + o * C, xr = xi + i * C, wr = wt + a * C
-                for c in 0..<C { yr[c] += xr[c] * wr[c] }
+            for oy in 0..<g.oh {   // row by row: the row's sums stay in cache from zeroing to the last tap
+                if beta == 0 { (yi + oy * g.ow * C).update(repeating: 0, count: g.ow * C) }
+                forEachDepthwiseTap(g, rows: oy..<(oy + 1)) { o, a, i in
+                    let yr = yi + o * C, xr = xi + i * C, wr = wt + a * C
+                    for c in 0..<C { yr[c] += xr[c] * wr[c] }
+                }
+                let row0 = (img * g.oh + oy) * g.ow
+                epilogue?.apply(y, rows: row0..<(row0 + g.ow), C: C)
             }
-            epilogue?.apply(y, images: img..<(img + 1), g)
         }
     }
 }

@@ -155,7 +155,8 @@ final class ConvolutionTests: XCTestCase {
 
     /// conv2dFused (inference: batch norm's affine map, a residual and a ReLU applied by each chunk as it writes)
     /// equals the separate ops bit for bit on every kernel path (Winograd's two tiles, im2col, pointwise with its
-    /// row chunks, depthwise), with a bias or not, at 1 and 3 threads with small chunks.
+    /// row chunks, depthwise), with a bias or not, with a channel shuffle after or not, at 1 and 3 threads with
+    /// small chunks.
     func testFusedEpilogueEqualsSeparateOps() {
         let savedThreads = Threads.count, savedChunk = convChunkPixels, savedTiles = winogradChunkTiles
         defer { Threads.set(savedThreads); convChunkPixels = savedChunk; winogradChunkTiles = savedTiles; winogradTileOverride = nil }
@@ -188,6 +189,12 @@ final class ConvolutionTests: XCTestCase {
                             case (let r?, true): expected = addRelu(bn, r)
                             }
                             XCTAssertEqual(fused.array, expected.array, "\(c), tile \(tile.map(String.init) ?? "auto"), bias \(bias != nil), residual \(r != nil), relu \(relu), \(threads) threads")
+                        }
+                        for groups in [2, 3] where c.co % groups == 0 {   // ShuffleNet V1's conv1 · bn1 · ReLU · shuffle
+                            let fused = conv2dFused(x, weight: w, bias: bias, stride: c.stride, padding: c.pad, groups: c.groups,
+                                                    scale: scale, shift: shift, residual: residual, relu: true, shuffleGroups: groups)
+                            XCTAssertEqual(fused.array, addRelu(bn, residual).channelShuffled(groups: groups).array,
+                                           "\(c), tile \(tile.map(String.init) ?? "auto"), bias \(bias != nil), shuffled in \(groups) groups, \(threads) threads")
                         }
                     }
                 }
