@@ -24,11 +24,11 @@ func depthwiseTaps(_ w: UnsafePointer<Float>, _ g: ConvGeometry) -> Tensor {
     return t
 }
 
-/// Calls body(o, a, i) for every output pixel o = oy·OW + ox of an image (of output rows `rows`, default all) and
-/// every tap a = ky·KW + kx whose input pixel i = iy·W + ix lies inside.
+/// Calls body(o, a, i) for every output pixel o = oy·OW + ox of an image and every tap a = ky·KW + kx whose input
+/// pixel i = iy·W + ix lies inside.
 @inline(__always)
-func forEachDepthwiseTap(_ g: ConvGeometry, rows: Range<Int>? = nil, _ body: (Int, Int, Int) -> Void) {
-    for oy in rows ?? 0..<g.oh {
+func forEachDepthwiseTap(_ g: ConvGeometry, _ body: (Int, Int, Int) -> Void) {
+    for oy in 0..<g.oh {
         for ky in 0..<g.kh {
             let iy = oy * g.stride - g.padding + ky
             if iy < 0 || iy >= g.h { continue }
@@ -44,6 +44,8 @@ func forEachDepthwiseTap(_ g: ConvGeometry, rows: Range<Int>? = nil, _ body: (In
 }
 
 /// y [N·OH·OW × C] = beta·y + depthwise(x, w), w in PyTorch layout; then `epilogue` on each output row's pixels.
+/// Each output pixel's channels are summed in registers, 16 (then 8, then 1) at a time, over the taps in the order
+/// ky, kx: the sums of the plain loop `depthwiseForwardReference`, bit for bit, with one store per value.
 func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: UnsafePointer<Float>,
                       y: UnsafeMutablePointer<Float>, beta: Float, epilogue: ConvEpilogue? = nil) {
     let taps = depthwiseTaps(w, g), wt = UnsafePointer(taps.data)
@@ -51,17 +53,59 @@ func depthwiseForward(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weight w: Un
     parallelRanges(g.n) { _, images in
         for img in images {
             let xi = x + img * inImage, yi = y + img * outImage
-            for oy in 0..<g.oh {   // row by row: the row's sums stay in cache from zeroing to the last tap
-                if beta == 0 { (yi + oy * g.ow * C).update(repeating: 0, count: g.ow * C) }
-                forEachDepthwiseTap(g, rows: oy..<(oy + 1)) { o, a, i in
-                    let yr = yi + o * C, xr = xi + i * C, wr = wt + a * C
-                    for c in 0..<C { yr[c] += xr[c] * wr[c] }
+            for oy in 0..<g.oh {
+                let iy0 = oy * g.stride - g.padding
+                let ky0 = max(0, -iy0), ky1 = min(g.kh, g.h - iy0)
+                for ox in 0..<g.ow {
+                    let ix0 = ox * g.stride - g.padding
+                    let kx0 = max(0, -ix0), kx1 = min(g.kw, g.w - ix0)
+                    let yr = yi + (oy * g.ow + ox) * C
+                    @inline(__always)
+                    func sum<V: SIMD>(_ c: Int, _: V.Type) -> V where V.Scalar == Float {
+                        var acc = beta == 0 ? V() : UnsafeRawPointer(yr + c).loadUnaligned(as: V.self)
+                        for ky in ky0..<max(ky0, ky1) {
+                            let xrow = xi + ((iy0 + ky) * g.w + ix0) * C + c, wrow = wt + ky * g.kw * C + c
+                            for kx in kx0..<max(kx0, kx1) {
+                                acc += UnsafeRawPointer(xrow + kx * C).loadUnaligned(as: V.self)
+                                     * UnsafeRawPointer(wrow + kx * C).loadUnaligned(as: V.self)
+                            }
+                        }
+                        return acc
+                    }
+                    var c = 0
+                    while c + 16 <= C { UnsafeMutableRawPointer(yr + c).storeBytes(of: sum(c, SIMD16<Float>.self), as: SIMD16<Float>.self); c += 16 }
+                    while c + 8 <= C { UnsafeMutableRawPointer(yr + c).storeBytes(of: sum(c, SIMD8<Float>.self), as: SIMD8<Float>.self); c += 8 }
+                    while c < C {
+                        var acc: Float = beta == 0 ? 0 : yr[c]
+                        for ky in ky0..<max(ky0, ky1) {
+                            for kx in kx0..<max(kx0, kx1) { acc += xi[((iy0 + ky) * g.w + ix0 + kx) * C + c] * wt[(ky * g.kw + kx) * C + c] }
+                        }
+                        yr[c] = acc
+                        c += 1
+                    }
                 }
                 let row0 = (img * g.oh + oy) * g.ow
                 epilogue?.apply(y, rows: row0..<(row0 + g.ow), C: C)
             }
         }
     }
+}
+
+/// The plain loop `depthwiseForward` must equal: y (zeroed unless beta = 1) += x ⊙ w tap by tap, in the order
+/// oy, ky, ox, kx (a test holds them together, bit for bit).
+public func depthwiseForwardReference(_ x: Tensor, weight w: Tensor, stride: Int, padding: Int, bias: Tensor? = nil) -> Tensor {
+    let g = ConvGeometry(input: x.shape, weight: w.shape, stride: stride, padding: padding, groups: x.shape[3])
+    precondition(g.cog == 1, "depthwiseForwardReference: one filter per channel, got weight \(w.shape)")
+    let taps = depthwiseTaps(w.data, g), wt = taps.data, C = g.ci
+    let out = Tensor(zeros: [g.n, g.oh, g.ow, C])
+    for img in 0..<g.n {
+        let xi = x.data + img * g.h * g.w * C, yi = out.data + img * g.oh * g.ow * C
+        if let b = bias { for o in 0..<(g.oh * g.ow) { for c in 0..<C { yi[o * C + c] = b.data[c] } } }
+        forEachDepthwiseTap(g) { o, a, i in
+            for c in 0..<C { yi[o * C + c] += xi[i * C + c] * wt[a * C + c] }
+        }
+    }
+    return out
 }
 
 /// dx += ∂/∂x and dw += ∂/∂w of depthwise(x, w) for upstream `dy` (either may be nil).

@@ -153,6 +153,28 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertTrue(depthwiseApplies(g), "MobileNetV2's depthwise layer takes the direct kernel")
     }
 
+    /// The register-blocked depthwise forward (16, 8 and single channels per step) equals its plain loop bit for
+    /// bit: channel counts that leave each remainder, strides 1 and 2, 3×3 and 5×5 windows cut by the padding,
+    /// with a bias or not, at 1 and 3 threads.
+    func testDepthwiseForwardEqualsItsReference() {
+        let savedThreads = Threads.count
+        defer { Threads.set(savedThreads) }
+        var seed: UInt64 = 900
+        for threads in [1, 3] {
+            Threads.set(threads)
+            for (c, k, stride, pad) in [(16, 3, 1, 1), (27, 3, 2, 1), (40, 5, 1, 2), (3, 3, 1, 0), (57, 5, 2, 1)] {
+                seed += 3
+                let x = randomTensor([3, 9, 7, c], seed: seed), w = randomTensor([c, 1, k, k], seed: seed + 1)
+                for bias in [nil, randomTensor([c], seed: seed + 2)] as [Tensor?] {
+                    let fast = withoutGradients { conv2d(x, weight: w, bias: bias, stride: stride, padding: pad, groups: c) }
+                    let plain = depthwiseForwardReference(x, weight: w, stride: stride, padding: pad, bias: bias)
+                    XCTAssertEqual(fast.shape, plain.shape)
+                    XCTAssertEqual(fast.array, plain.array, "C \(c), \(k)×\(k), stride \(stride), padding \(pad), bias \(bias != nil), \(threads) threads")
+                }
+            }
+        }
+    }
+
     /// conv2dFused (inference: batch norm's affine map, a residual and a ReLU applied by each chunk as it writes)
     /// equals the separate ops bit for bit on every kernel path (Winograd's two tiles, im2col, pointwise with its
     /// row chunks, depthwise), with a bias or not, with a channel shuffle after or not, at 1 and 3 threads with
