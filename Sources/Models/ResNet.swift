@@ -37,7 +37,9 @@ public final class BasicBlock: Layer {
         return c
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor) -> Tensor { inferenceInImageChunks(x, isTraining: isTraining, forward) }
+
+    func forward(_ x: Tensor) -> Tensor {
         let h = convBatchNorm(conv1, bn1, x, relu: true)
         let shortcut = downsample.map { $0(x) } ?? x
         return convBatchNorm(conv2, bn2, h, relu: true, residual: shortcut)

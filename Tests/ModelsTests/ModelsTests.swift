@@ -188,14 +188,14 @@ final class ModelsTests: XCTestCase {
         }
     }
 
-    /// Inference runs MobileNetV2's and ShuffleNet's blocks piece by piece of the batch, the pieces on several
+    /// Inference runs ResNet's, MobileNetV2's and ShuffleNet's blocks piece by piece of the batch, the pieces on several
     /// threads at once: logits and taps at 1 and 3 threads are equal bit for bit, and close to the whole-batch
     /// blocks' (OpenBLAS picks its kernel by the product's size: the last bits may differ, as across batch sizes),
     /// with pieces of one image and of several (uneven) images, and in a batch of one.
     func testInferenceInImageChunksMatchesTheWholeBatch() throws {
         let saved = inferenceChunkPixels, savedThreads = Threads.count
         defer { inferenceChunkPixels = saved; Threads.set(savedThreads) }
-        for name in ["mobilenetv2", "shufflenetv1", "shufflenetv2"] {
+        for name in ["resnet8", "mobilenetv2", "shufflenetv1", "shufflenetv2"] {
             var g = Generator(seed: 7)
             let m = try ModelZoo.make(name, classes: 10, generator: &g)
             for (key, p) in m.namedState() where p.value.rank == 1 {
