@@ -160,20 +160,26 @@ final class ModelsTests: XCTestCase {
         }
     }
 
+    /// Model `name` (10 classes) in evaluation mode with every vector (batch norm's affine terms and running
+    /// statistics, biases) moved away from its initial value.
+    func evalModelWithMovedVectors(_ name: String, seed: UInt64) throws -> Classifier {
+        var g = Generator(seed: seed)
+        let m = try ModelZoo.make(name, classes: 10, generator: &g)
+        for (key, p) in m.namedState() where p.value.rank == 1 {
+            let v = p.value
+            for i in 0..<v.count { v.data[i] = key.hasSuffix("running_var") ? 0.5 + g.uniform() : g.normal() * 0.2 + (key.hasSuffix("weight") ? 1 : 0) }
+        }
+        m.eval()
+        return m
+    }
+
     /// Evaluation without the tape runs each convolution with the batch norm after it (and the residual sum and
     /// ReLU that follow) as one pass: logits and feature taps equal the unfused layers' bit for bit, in every model
     /// family, with non-trivial running statistics.
     func testInferenceFusionIsBitIdentical() throws {
         defer { inferenceFusionEnabled = true }
         for name in ["resnet8", "resnet20b", "vgg8", "mobilenetv2", "shufflenetv1", "shufflenetv2"] {
-            var g = Generator(seed: 5)
-            let m = try ModelZoo.make(name, classes: 10, generator: &g)
-            // Every vector (batch norm's affine terms and running statistics, biases) away from its initial value.
-            for (key, p) in m.namedState() where p.value.rank == 1 {
-                let v = p.value
-                for i in 0..<v.count { v.data[i] = key.hasSuffix("running_var") ? 0.5 + g.uniform() : g.normal() * 0.2 + (key.hasSuffix("weight") ? 1 : 0) }
-            }
-            m.eval()
+            let m = try evalModelWithMovedVectors(name, seed: 5)
             let x = randomTensor([3, 32, 32, 3], seed: 6)
             var outputs: [[[Float]]] = []
             for fused in [true, false] {
@@ -196,13 +202,7 @@ final class ModelsTests: XCTestCase {
         let saved = inferenceChunkPixels, savedThreads = Threads.count
         defer { inferenceChunkPixels = saved; Threads.set(savedThreads) }
         for name in ["resnet8", "mobilenetv2", "shufflenetv1", "shufflenetv2"] {
-            var g = Generator(seed: 7)
-            let m = try ModelZoo.make(name, classes: 10, generator: &g)
-            for (key, p) in m.namedState() where p.value.rank == 1 {
-                let v = p.value
-                for i in 0..<v.count { v.data[i] = key.hasSuffix("running_var") ? 0.5 + g.uniform() : g.normal() * 0.2 + (key.hasSuffix("weight") ? 1 : 0) }
-            }
-            m.eval()
+            let m = try evalModelWithMovedVectors(name, seed: 7)
             for batch in [7, 1] {
                 let x = randomTensor([batch, 32, 32, 3], seed: 8)
                 func run(_ pixels: Int, threads: Int) -> [Tensor] {
