@@ -31,6 +31,29 @@ final class LayersTests: XCTestCase {
         XCTAssertNotEqual(bn.runningMean.value.array, [0, 0])
     }
 
+    /// In training, a Sequential runs BatchNorm2d · ReLU as one batch norm with the ReLU in its pass: outputs,
+    /// running statistics and every gradient equal the layers called one by one, bit for bit.
+    func testSequentialFusesBatchNormAndReLUInTraining() {
+        func make() -> Sequential {
+            var g = Generator(seed: 11)
+            return Sequential([Conv2d(3, 6, kernelSize: 3, padding: 1, generator: &g), BatchNorm2d(6), ReLU(),
+                               Conv2d(6, 4, kernelSize: 1, generator: &g), BatchNorm2d(4), ReLU()])
+        }
+        let fused = make(), plain = make()
+        let x = randomTensor([3, 5, 5, 3], seed: 12)
+        let yFused = fused(x)
+        let yPlain = plain.layers.reduce(x) { $1($0) }
+        XCTAssertEqual(yFused.array, yPlain.array)
+        (yFused * yFused).sum().backward()
+        (yPlain * yPlain).sum().backward()
+        for ((name, a), (_, b)) in zip(fused.namedParameters(), plain.namedParameters()) {
+            XCTAssertEqual(a.value.grad?.array, b.value.grad?.array, name)
+        }
+        for ((name, a), (_, b)) in zip(fused.namedBuffers(), plain.namedBuffers()) {
+            XCTAssertEqual(a.value.array, b.value.array, name)
+        }
+    }
+
     func testInitialisation() {
         var g = Generator(seed: 3)
         let conv = Conv2d(64, 128, kernelSize: 3, generator: &g)
