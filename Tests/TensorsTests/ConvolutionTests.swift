@@ -138,16 +138,19 @@ final class ConvolutionTests: XCTestCase {
     /// The direct depthwise kernel and the per-group im2col path it replaces agree (bench engine compares them).
     func testDepthwiseDirectMatchesPerGroupProducts() {
         defer { depthwiseDirectEnabled = true }
-        let x = randomTensor([4, 9, 8, 24], seed: 31), w = randomTensor([24, 1, 3, 3], seed: 32, std: 0.3)
-        var results: [[[Float]]] = []
-        for enabled in [true, false] {
-            depthwiseDirectEnabled = enabled
-            x.requiresGrad = true; w.requiresGrad = true; x.zeroGrad(); w.zeroGrad()
-            let y = conv2d(x, weight: w, stride: 2, padding: 1, groups: 24)
-            y.backward(gradient: randomTensor(y.shape, seed: 33))
-            results.append([y.array, x.grad!.array, w.grad!.array])
+        // 24 channels: the forward kernel's 16- and 8-wide steps; strides 2 and 1, 3×3 and 5×5 windows.
+        for (stride, k) in [(2, 3), (1, 3), (1, 5)] {
+            let x = randomTensor([4, 9, 8, 24], seed: 31), w = randomTensor([24, 1, k, k], seed: 32, std: 0.3)
+            var results: [[[Float]]] = []
+            for enabled in [true, false] {
+                depthwiseDirectEnabled = enabled
+                x.requiresGrad = true; w.requiresGrad = true; x.zeroGrad(); w.zeroGrad()
+                let y = conv2d(x, weight: w, stride: stride, padding: 1, groups: 24)
+                y.backward(gradient: randomTensor(y.shape, seed: 33))
+                results.append([y.array, x.grad!.array, w.grad!.array])
+            }
+            for part in 0..<3 { assertClose(results[0][part], results[1][part], rtol: 1e-4, atol: 1e-5, "stride \(stride), \(k)×\(k), part \(part)") }
         }
-        for k in 0..<3 { assertClose(results[0][k], results[1][k], rtol: 1e-4, atol: 1e-5, "part \(k)") }
         depthwiseDirectEnabled = true
         let g = ConvGeometry(input: [1, 8, 8, 24], weight: [24, 1, 3, 3], stride: 1, padding: 1, groups: 24)
         XCTAssertTrue(depthwiseApplies(g), "MobileNetV2's depthwise layer takes the direct kernel")
