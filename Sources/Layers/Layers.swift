@@ -188,15 +188,15 @@ public final class Sequential: Layer {
     public var children: [(String, Module)] { layers.enumerated().map { (String($0.offset), $0.element) } }
 
     /// The layers in turn; in evaluation without the tape, each Conv2d · BatchNorm2d (· ReLU) runs as one
-    /// `convBatchNorm`; otherwise each BatchNorm2d · ReLU runs as one batch norm with the ReLU in its pass (the
-    /// same values and gradients, one pass less each way, and no BN(x) kept).
+    /// `convBatchNorm`; any other BatchNorm2d · ReLU runs as one batch norm with the ReLU in its pass (the same
+    /// values and gradients, one pass less each way, and no BN(x) kept).
     public func callAsFunction(_ x: Tensor) -> Tensor { run(x, layers: layers.indices) }
 
     /// Layers `range` in turn, fused as `callAsFunction`.
     public func run(_ x: Tensor, layers range: Range<Int>) -> Tensor {
         var h = x, i = range.lowerBound
         while i < range.upperBound {
-            if let bn = layers[i] as? BatchNorm2d, i + 1 < range.upperBound, layers[i + 1] is ReLU, !fusesInference(bn) {
+            if let bn = layers[i] as? BatchNorm2d, i + 1 < range.upperBound, layers[i + 1] is ReLU {
                 h = bn.forward(h, relu: true)
                 i += 2
             } else if let conv = layers[i] as? Conv2d, i + 1 < range.upperBound, let bn = layers[i + 1] as? BatchNorm2d, fusesInference(bn) {

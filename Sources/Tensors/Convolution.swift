@@ -111,7 +111,7 @@ struct ConvEpilogue {
             for m in rows {
                 let yr = y + m * C
                 bnRowForward(yr, scale, shift, residual.map { $0 + m * C }, t, C, relu: relu)
-                for j in 0..<g { for i in 0..<per { yr[i * g + j] = t[j * per + i] } }
+                shuffleRow(t, into: yr, groups: g, per: per)
             }
         }
     }

@@ -147,7 +147,7 @@ extension Tensor {
             parallelRanges(pixels, minPerWorker: 256) { _, r in
                 for p in r {
                     let xr = x + p * C, yr = y + p * C
-                    for j in 0..<g { for i in 0..<per { yr[i * g + j] = xr[j * per + i] } }
+                    shuffleRow(xr, into: yr, groups: g, per: per)
                 }
             }
         }
@@ -164,6 +164,13 @@ extension Tensor {
         }
         return out
     }
+}
+
+/// One pixel's channels shuffled in `groups` groups of `per`: dst[i·groups + j] = src[j·per + i], the permutation
+/// of `channelShuffled` (also applied by a fused convolution's epilogue, ConvEpilogue).
+@inline(__always)
+func shuffleRow(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, groups: Int, per: Int) {
+    for j in 0..<groups { for i in 0..<per { dst[i * groups + j] = src[j * per + i] } }
 }
 
 /// ShuffleNet V2's join in one pass: channelShuffled(concat([a[…, channels], b], axis: 3), groups: 2), reading
