@@ -19,8 +19,9 @@ public final class Trainer {
 
     /// Rank 0's TensorBoard files (config `tensorboard`), open while `run` runs.
     var log: TensorBoardLog?
-    /// The wall time of the last whole epoch (training, evaluation, checkpoint), for the run's ETA.
-    var lastEpochSeconds: Double?
+    /// Wall time and count of the whole epochs (training, evaluation, checkpoint) this process has run, for the
+    /// run's ETA: their mean counts evaluation epochs in their share and evens out a shared machine's noise.
+    var epochSeconds = 0.0, epochsTimed = 0
 
     var config: TrainConfig { experiment.config }
     /// Data-parallel replicas of each peer (1: none).
@@ -75,10 +76,10 @@ public final class Trainer {
             metrics.time = timestamp()
             if x.isLeader { try run.appendMetrics(try jsonLine(metrics)) }
             try log?.addEpoch(metrics, step: (epoch + 1) * steps)
-            lastEpochSeconds = Date().timeIntervalSince(epochStart)
             if (epoch + 1) % config.checkpointEvery == 0 || epoch + 1 == config.epochs {
                 try x.save(epoch: epoch + 1, to: run)
             }
+            epochSeconds += Date().timeIntervalSince(epochStart); epochsTimed += 1
             history.append(metrics)
         }
         return history
@@ -123,7 +124,7 @@ public final class Trainer {
                 let elapsed = Date().timeIntervalSince(start)
                 let ips = Double(seen * x.replicas) / max(elapsed, 1e-9)
                 let eta = Double(steps - step - 1) * elapsed / Double(step + 1)
-                let perEpoch = lastEpochSeconds ?? elapsed * Double(steps) / Double(step + 1)
+                let perEpoch = epochsTimed > 0 ? epochSeconds / Double(epochsTimed) : elapsed * Double(steps) / Double(step + 1)
                 let runEta = eta + Double(config.epochs - epoch - 1) * perEpoch
                 let losses = lossSum.map { String(format: "%.4f", $0 / Double(max(seen, 1))) }.joined(separator: " ")
                 let line = String(format: "epoch %d/%d  step %d/%d  loss %@  %.0f images/s  ETA epoch %@, run %@",
