@@ -1,8 +1,9 @@
 # Shared by the launch/results-* scripts (sourced after common.sh): the budget options every table takes, method
 # variants, and running trainings a few at a time, each resumable and skipped once complete.
 #
-# Budget options (each script sets its defaults first): --out DIR, --methods 'M ...', --train-subset N,
-# --validation V, --epochs E, --eval-every K (evaluate every K epochs and at the last; the script's `every`, else 1),
+# Budget options (defaults: results_options' shared budget, unless the script sets its own first): --out DIR,
+# --methods 'M ...', --train-subset N, --validation V, --epochs E, --eval-every K (evaluate every K epochs and at
+# the last),
 # --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
 # (a function given the option and its value, returning non-zero for an unknown option).
 # A method may carry keys as a variant, NAME:key=value[,key=value]: a plain key is the method's (`dml:temperature=3`
@@ -13,7 +14,9 @@
 # threads and jobs, and the run keys they set into the array `budget` (--set options for every run).
 results_options() {
     local script="$1"; shift
-    every=${every:-1}
+    # The budget every table shares unless its script sets its own first (README, "Why this budget").
+    subset=${subset:-2000} validation=${validation:-1000} epochs=${epochs:-200} every=${every:-25}
+    seeds=${seeds:-0 1 2} threads=${threads:-1} jobs=${jobs:-2}
     while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || [[ "$1" == -h || "$1" == --help ]] || { echo "launch/$script: option '$1' needs a value (see --help)" >&2; exit 2; }
         case "$1" in
