@@ -7,7 +7,7 @@
 //     + 0.15·Σ_{b=1..3} Σ_{j≥1} MSE(F_b⁰, A_{b,j}(F_bʲ))          (F_bʲ: student j's stage-b output; F⁰ not detached)
 //     + 0.15·Σ_j T²·KL(softmax(z_T/T) ‖ softmax(z_j/T)),  T = 2,  z_T detached,
 // with A_{b,j} a 1×1 convolution (with bias) from student j's to student 0's channels. There is no CE on single
-// students. Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
+// students in the official code; `student_ce_weight` w > 0 adds w·Σ_j CE(y, z_j) (our option, default 0). Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
 // `utils/Losses.py@0222b55` (Combined_Loss.student_forward, Intermmediate_loss) and
 // `configs/Cifar100_exp/Resnet32.py@d80a5a8` (ratios 0.7/0.15/0.15, T = 2, Adam lr 1e-3, wd 1e-5). The official
 // adapters are created inside the loss and never given to the optimiser, so they stay at their random
@@ -63,6 +63,8 @@ public final class OEC: DistillationMethod {
                OptionKey("teacher_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.7), help: "weight of CE(y, z_T)"),
                OptionKey("feature_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the stage-map MSE terms"),
                OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the students' T²·KL to z_T"),
+               OptionKey("student_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0),
+                         help: "weight of each student's own CE(y, z_j) (our option; the official loss has none)"),
                OptionKey("train_adapters", .bool, default: .bool(false), help: "train the 1×1 adapters (the official code leaves them at their random initialisation)")],
         dataParallel: true,
         makePeer: { c, p, g in
@@ -91,26 +93,28 @@ public final class OEC: DistillationMethod {
             return OEC(student0Channels: channels[0], adapters: adapters,
                        temperature: c.options.number("temperature"), teacherWeight: c.options.number("teacher_ce_weight"),
                        featureWeight: c.options.number("feature_weight"), kdWeight: c.options.number("kd_weight"),
-                       trainAdapters: c.options.bool("train_adapters"))
+                       studentCEWeight: c.options.number("student_ce_weight"), trainAdapters: c.options.bool("train_adapters"))
         }
 
     public let name = "oec"
     public let student0Channels: [Int]
-    public let temperature: Float, teacherWeight: Float, featureWeight: Float, kdWeight: Float, trainAdapters: Bool
+    public let temperature: Float, teacherWeight: Float, featureWeight: Float, kdWeight: Float, studentCEWeight: Float
+    public let trainAdapters: Bool
     let adapters: [StageAdapters?]
 
     /// `adapters[k]`: local peer k's, nil for student 0.
     public init(student0Channels: [Int], adapters: [StageAdapters?], temperature: Float = 2,
-                teacherWeight: Float = 0.7, featureWeight: Float = 0.15, kdWeight: Float = 0.15, trainAdapters: Bool = false) {
+                teacherWeight: Float = 0.7, featureWeight: Float = 0.15, kdWeight: Float = 0.15, studentCEWeight: Float = 0,
+                trainAdapters: Bool = false) {
         self.student0Channels = student0Channels; self.adapters = adapters
         self.temperature = temperature; self.teacherWeight = teacherWeight; self.featureWeight = featureWeight
-        self.kdWeight = kdWeight; self.trainAdapters = trainAdapters
+        self.kdWeight = kdWeight; self.studentCEWeight = studentCEWeight; self.trainAdapters = trainAdapters
     }
 
     public var sharesStem: Bool { true }
     public var stemEnd: Int? { 0 }
     public var teacherName: String? { "ensemble" }
-    public var termNames: [String] { ["ce_teacher", "feature_mse", "kl"] }
+    public var termNames: [String] { ["ce_teacher", "feature_mse", "kl"] + (studentCEWeight > 0 ? ["ce_students"] : []) }
     public func peerModule(_ k: Int) -> Module? { adapters[k] }
     public func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool { role != .peerModule || trainAdapters }
 
@@ -133,11 +137,16 @@ public final class OEC: DistillationMethod {
         let target = teacher.detached()
         let maps0 = try student0Maps(stages, cohort: cohort)
         let ceT = crossEntropy(teacher, labels: labels)
-        var total = ceT * (teacherWeight * cohort.sharedScale), losses: [Float] = [], mse: Float = 0, kl: Float = 0
+        var total = ceT * (teacherWeight * cohort.sharedScale), losses: [Float] = [], mse: Float = 0, kl: Float = 0, ce: Float = 0
         for (k, p) in cohort.placement.localPeers.enumerated() {
             let d = klDivergence(student: logits[k], teacher: target, temperature: temperature)
             var loss = d * kdWeight
             kl += d.item
+            if studentCEWeight > 0 {
+                let own = crossEntropy(logits[k], labels: labels)
+                loss = loss + own * studentCEWeight
+                ce += own.item
+            }
             if p > 0, let a = adapters[k] {
                 for (b, conv) in a.convs.enumerated() {
                     let m = mseLoss(maps0[b], conv(stages[k][b]))
@@ -148,9 +157,9 @@ public final class OEC: DistillationMethod {
             losses.append(loss.item)
             total = total + loss
         }
-        return StepResult(objective: total, peerLogits: logits, peerLoss: losses,
-                          terms: ["ce_teacher": ceT.item * teacherWeight * cohort.sharedScale, "feature_mse": mse * featureWeight,
-                                  "kl": kl * kdWeight], teacherLogits: target)
+        var terms = ["ce_teacher": ceT.item * teacherWeight * cohort.sharedScale, "feature_mse": mse * featureWeight, "kl": kl * kdWeight]
+        if studentCEWeight > 0 { terms["ce_students"] = ce * studentCEWeight }
+        return StepResult(objective: total, peerLogits: logits, peerLoss: losses, terms: terms, teacherLogits: target)
     }
 
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {

@@ -211,6 +211,11 @@ final class MethodGradientTests: XCTestCase {
         try check(m, c, [param(c.models[0], "layer1.0.conv2.weight"), param(c.models[0], "layer3.0.bn2.weight"),
                          param(c.models[2], "layer2.0.conv1.weight"), param(adapters[1]!, "stage2.weight"),
                          param(c.models[0], "bn1.bias")])
+        // Our option: each student's own CE at full weight beside the official terms.
+        let withCE = OEC(student0Channels: [16, 32, 64], adapters: adapters, studentCEWeight: 1)
+        XCTAssertEqual(withCE.termNames, ["ce_teacher", "feature_mse", "kl", "ce_students"])
+        try check(withCE, c, [param(c.models[1], "fc.weight"), param(c.models[2], "layer1.0.conv1.weight"),
+                              param(c.models[0], "bn1.bias")])
     }
 
     /// OKDHP on class logits: every branch's CE and KL to the aggregated ensemble (not detached) and the

@@ -119,10 +119,11 @@ final class OnlineMethodTests: XCTestCase {
     }
 
     /// OEC: 3 students of decreasing width on a conv1·bn1 base, on 3 and 2 ranks (student 0's stage maps reach
-    /// the others through the differentiable broadcast).
+    /// the others through the differentiable broadcast), with each student's own CE on (our option; the official
+    /// loss alone runs in testPeersTimesReplicasAgreeWithOneProcess).
     func testOECAgreesOnEveryPlacement() throws {
         let (one, many) = try checkEquality("oec", models: ["resnet8", "resnet8", "resnet8"], ranks: [3, 2],
-                                            extra: ["--set", "optimizer.lr=0.0003"])
+                                            extra: ["--set", "optimizer.lr=0.0003", "--set", "method.student_ce_weight=1"])
         let (w, _) = try SafeTensors.read(one + "/peer2.safetensors")
         XCTAssertEqual(w.first { $0.0 == "layer3.0.conv1.weight" }?.1.shape, [21, 10, 3, 3], "student 2 has a third of the widths")
         for dir in many { try checkStemReplicasAgreeUpTo(dir, peers: 3, stem: ["conv1.", "bn1."]) }
