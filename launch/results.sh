@@ -3,9 +3,8 @@
 #
 # Budget options (defaults: results_options' shared budget, unless the script sets its own first): --out DIR,
 # --methods 'M ...', --train-subset N, --validation V, --epochs E, --eval-every K (evaluate every K epochs and at
-# the last),
-# --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA
-# (a function given the option and its value, returning non-zero for an unknown option).
+# the last), --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA (a function given the
+# option and its value, returning non-zero for an unknown option).
 # A method may carry keys as a variant, NAME:key=value[,key=value]: a plain key is the method's (`dml:temperature=3`
 # sets method.temperature), a dotted one the run's (`dkd:optimizer.lr=0.05`); the run's directory is named
 # NAME_key=value_... (`dml_temperature=3`).

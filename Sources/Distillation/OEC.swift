@@ -7,7 +7,8 @@
 //     + 0.15·Σ_{b=1..3} Σ_{j≥1} MSE(F_b⁰, A_{b,j}(F_bʲ))          (F_bʲ: student j's stage-b output; F⁰ not detached)
 //     + 0.15·Σ_j T²·KL(softmax(z_T/T) ‖ softmax(z_j/T)),  T = 2,  z_T detached,
 // with A_{b,j} a 1×1 convolution (with bias) from student j's to student 0's channels. There is no CE on single
-// students in the official code; `student_ce_weight` w > 0 adds w·Σ_j CE(y, z_j) (our option, default 0). Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
+// students in the official code; `student_ce_weight` w > 0 adds w·Σ_j CE(y, z_j) (our option, default 0).
+// Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
 // `utils/Losses.py@0222b55` (Combined_Loss.student_forward, Intermmediate_loss) and
 // `configs/Cifar100_exp/Resnet32.py@d80a5a8` (ratios 0.7/0.15/0.15, T = 2, Adam lr 1e-3, wd 1e-5). The official
 // adapters are created inside the loss and never given to the optimiser, so they stay at their random
