@@ -64,13 +64,13 @@ let package = Package(
         ]),
 
         // MARK: Tests
-        .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Tensors", "Layers", "TensorFiles"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Layers", "Tensors", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensors", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "Tensors", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Distillation", "Models", "Layers", "Datasets",
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Distillation", "Models", "Layers", "Datasets", "Collectives",
                                                           "TensorFiles", "Tensors", "TestSupport", "Yams"]),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Layers", "Collectives", "Tensors", "TensorFiles",
                                                               "TestSupport"]),

@@ -3,7 +3,8 @@
 #
 # Budget options (defaults: results_options' shared budget, unless the script sets its own first): --out DIR,
 # --methods 'M ...', --train-subset N, --validation V, --epochs E, --eval-every K (evaluate every K epochs and at
-# the last), --seeds 'S ...', --threads T, --jobs J; a script adds its own with RESULTS_EXTRA (a function given the
+# the last), --seeds 'S ...', --threads T, --jobs J, --drop-last true|false (true, as every committed table was
+# run: the last partial batch of each epoch dropped; the trainer's own default keeps it); a script adds its own with RESULTS_EXTRA (a function given the
 # option and its value, returning non-zero for an unknown option).
 # A method may carry keys as a variant, NAME:key=value[,key=value]: a plain key is the method's (`dml:temperature=3`
 # sets method.temperature), a dotted one the run's (`dkd:optimizer.lr=0.05`); the run's directory is named
@@ -15,7 +16,7 @@ results_options() {
     local script="$1"; shift
     # The budget every table shares unless its script sets its own first (README, "Why this budget").
     subset=${subset:-2000} validation=${validation:-1000} epochs=${epochs:-200} every=${every:-25}
-    seeds=${seeds:-0 1 2} threads=${threads:-1} jobs=${jobs:-2}
+    seeds=${seeds:-0 1 2} threads=${threads:-1} jobs=${jobs:-2} drop_last=${drop_last:-true}
     while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || [[ "$1" == -h || "$1" == --help ]] || { echo "launch/$script: option '$1' needs a value (see --help)" >&2; exit 2; }
         case "$1" in
@@ -28,6 +29,7 @@ results_options() {
             --seeds) seeds="$2" ;;
             --threads) threads="$2" ;;
             --jobs) jobs="$2" ;;
+            --drop-last) drop_last="$2" ;;
             -h|--help) sed -n '2,/^set -euo/p' "launch/$script" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) if ! { declare -F results_extra >/dev/null && results_extra "$1" "$2"; }; then
                    echo "launch/$script: unknown option '$1' (see --help)" >&2; exit 2
@@ -38,8 +40,9 @@ results_options() {
     for n in "$subset" "$validation" "$epochs" "$every" "$threads" "$jobs"; do
         [[ "$n" =~ ^[0-9]+$ ]] || { echo "launch/$script: budget options take whole numbers, got '$n'" >&2; exit 2; }
     done
+    [[ "$drop_last" == true || "$drop_last" == false ]] || { echo "launch/$script: --drop-last takes true or false, got '$drop_last'" >&2; exit 2; }
     budget=(--set dataset.train_subset="$subset" --set dataset.validation="$validation" --set epochs="$epochs"
-            --set eval_every="$every" --set threads="$threads")
+            --set eval_every="$every" --set threads="$threads" --set drop_last="$drop_last")
     mkdir -p "$out"
     results_failed=0
 }

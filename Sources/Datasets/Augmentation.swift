@@ -1,19 +1,26 @@
 // Per-sample augmentation and normalisation into the engine's channels-last float layout.
-// Training: random crop from the image zero-padded by `cropPadding` on each side, random horizontal flip,
+// Training: random crop from the image padded by `cropPadding` on each side (zeros, or a reflection of the border
+// as torchvision's padding_mode='reflect', which FFL's official loader uses), random horizontal flip,
 // normalisation (x/255 − mean)/std, optional Cutout (a square zeroed after normalisation, as in DeVries &
 // Taylor's code). Evaluation: normalisation only.
 import Tensors
 
+/// How the crop's padding is filled: zeros (before normalisation, as torchvision's default), or the image reflected
+/// about its border pixel (torchvision's 'reflect': the border is not repeated).
+public enum PadMode: String, Codable, CaseIterable { case zeros, reflect }
+
 public struct Augmentation: Codable, Equatable {
-    /// Zero padding on each side before a random crop back to the original size (0 = no crop).
+    /// Padding on each side before a random crop back to the original size (0 = no crop).
     public var cropPadding: Int
+    /// What fills the padding.
+    public var padMode: PadMode
     /// Flip left-right with probability ½.
     public var horizontalFlip: Bool
     /// Side of the Cutout square (0 = none).
     public var cutout: Int
 
-    public init(cropPadding: Int = 0, horizontalFlip: Bool = false, cutout: Int = 0) {
-        self.cropPadding = cropPadding; self.horizontalFlip = horizontalFlip; self.cutout = cutout
+    public init(cropPadding: Int = 0, padMode: PadMode = .zeros, horizontalFlip: Bool = false, cutout: Int = 0) {
+        self.cropPadding = cropPadding; self.padMode = padMode; self.horizontalFlip = horizontalFlip; self.cutout = cutout
     }
 
     /// No augmentation: normalisation only (evaluation).
@@ -39,17 +46,21 @@ func writeSample(_ data: Dataset, _ i: Int, _ aug: Augmentation, _ rng: inout Ge
     let dx = p > 0 ? rng.int(below: 2 * p + 1) - p : 0
     let flip = aug.horizontalFlip && rng.uniform() < 0.5
     let start = data.indices[i] * data.store.imageBytes
+    let reflect = aug.padMode == .reflect
+    precondition(!reflect || p < min(H, W), "Augmentation: reflection padding \(p) needs images wider and taller than it (\(H)×\(W))")
+    /// A coordinate outside 0..<n reflected back inside (torchvision's 'reflect').
+    @inline(__always) func mirrored(_ v: Int, _ n: Int) -> Int { v < 0 ? -v : (v >= n ? 2 * (n - 1) - v : v) }
     data.store.pixels.withUnsafeBufferPointer { all in
         let src = all.baseAddress! + start
         for y in 0..<H {
-            let sy = y + dy
+            let sy = reflect ? mirrored(y + dy, H) : y + dy
             let row = dst + y * W * C
             if sy < 0 || sy >= H {
                 for x in 0..<W { for c in 0..<C { row[x * C + c] = shift[c] } }
                 continue
             }
             for x in 0..<W {
-                let sx = (flip ? W - 1 - x : x) + dx
+                let sx = reflect ? mirrored((flip ? W - 1 - x : x) + dx, W) : (flip ? W - 1 - x : x) + dx
                 if sx < 0 || sx >= W {
                     for c in 0..<C { row[x * C + c] = shift[c] }
                 } else {
@@ -79,12 +90,14 @@ public struct Batch {
     public let indices: [Int]
     /// Each item's position in the global batch (a data-parallel replica holds a slice of it).
     public let positions: [Int]
+    /// Items in the global batch (this batch's own count unless it is a replica's slice).
+    public let globalCount: Int
 }
 
 /// Builds one batch of `items` (indices into `data`). Peer p's view of the sample at position k of the global
 /// batch uses the stream (seed, epoch, step, p, globalPosition[k]), so a sample's augmentation does not depend
 /// on which rank or replica prepares it.
-public func makeBatch(_ data: Dataset, items: [Int], positions: [Int]? = nil, augmentation: Augmentation,
+public func makeBatch(_ data: Dataset, items: [Int], positions: [Int]? = nil, globalCount: Int? = nil, augmentation: Augmentation,
                       seed: UInt64, epoch: Int, step: Int, peers: [Int] = [0]) -> Batch {
     let H = data.height, W = data.width, C = data.channels, per = H * W * C
     var scale = [Float](repeating: 0, count: C), shift = [Float](repeating: 0, count: C)
@@ -104,5 +117,5 @@ public func makeBatch(_ data: Dataset, items: [Int], positions: [Int]? = nil, au
         images.append(t)
     }
     let labels = data.isLabeled ? items.map { data.label($0)! } : nil
-    return Batch(images: images, labels: labels, indices: items, positions: pos)
+    return Batch(images: images, labels: labels, indices: items, positions: pos, globalCount: globalCount ?? items.count)
 }

@@ -34,7 +34,7 @@ public final class BatchLoader: Sequence, IteratorProtocol {
     func build(_ s: Int) -> Batch {
         let global = batches[s]
         let share = EpochSampler.shard(size: global.count, replica: replica, of: replicas)
-        return makeBatch(data, items: Array(global[share]), positions: Array(share), augmentation: augmentation,
+        return makeBatch(data, items: Array(global[share]), positions: Array(share), globalCount: global.count, augmentation: augmentation,
                          seed: sampler.seed, epoch: epoch, step: s, peers: peers)
     }
 

@@ -5,15 +5,23 @@ import Tensors
 public struct EpochSampler: Equatable {
     public let count: Int, batchSize: Int, seed: UInt64
     public let shuffle: Bool, dropLast: Bool
+    /// Without `dropLast`, the fewest items a last partial batch may have to be kept (training batch norm needs two
+    /// samples, and every data-parallel replica one); a smaller remainder is dropped.
+    public let minLastBatch: Int
 
-    public init(count: Int, batchSize: Int, seed: UInt64, shuffle: Bool = true, dropLast: Bool = true) {
-        precondition(batchSize > 0, "EpochSampler: batch size must be positive")
+    public init(count: Int, batchSize: Int, seed: UInt64, shuffle: Bool = true, dropLast: Bool = true, minLastBatch: Int = 1) {
+        precondition(batchSize > 0 && minLastBatch > 0, "EpochSampler: batch size and minLastBatch must be positive")
         self.count = count; self.batchSize = batchSize; self.seed = seed
-        self.shuffle = shuffle; self.dropLast = dropLast
+        self.shuffle = shuffle; self.dropLast = dropLast; self.minLastBatch = minLastBatch
     }
 
     /// Global batches per epoch.
-    public var stepsPerEpoch: Int { dropLast ? count / batchSize : (count + batchSize - 1) / batchSize }
+    public var stepsPerEpoch: Int {
+        let whole = count / batchSize, rest = count % batchSize
+        return whole + (!dropLast && rest > 0 && rest >= minLastBatch ? 1 : 0)
+    }
+    /// Items of the last partial batch that no batch carries (0 unless it is dropped).
+    public var droppedPerEpoch: Int { count - min(count, stepsPerEpoch * batchSize) }
 
     /// The item order of `epoch` (a permutation of 0..<count, or the identity without shuffling).
     public func order(epoch: Int) -> [Int] {

@@ -14,9 +14,8 @@
 // Ours: negatives come from a stream keyed by (seed, epoch, item), so any number of data-parallel ranks draws the
 // same ones; Z is set from the whole global batch (an allreduce); the banks take the whole global batch's
 // embeddings (a plain allgather), so every rank keeps identical banks. Scores are read row by row from the banks
-// (`indexedMatVec`), never gathered into an [N, K+1, 128] tensor. The pooled feature is the last tap's: for
-// MobileNetV2 that is its last stage (160 channels at width 0.5), where mdistiller pools the 1280-channel map
-// after conv2.
+// (`indexedMatVec`), never gathered into an [N, K+1, 128] tensor. f is `Classifier.pool`'s output, mdistiller's
+// pooled_feat: after the head convolution where there is one (MobileNetV2: 1280 channels, ShuffleNet V2: 1024).
 import Collectives
 import Foundation
 import Layers
@@ -64,9 +63,9 @@ public final class CRD: FeatureDistillation {
             let teacher = try c.frozenTeacher(), dim = c.options.int("embedding_dim")
             var embeddings: [Module?] = [], memories: [CRDMemory] = []
             for p in c.placement.localPeers {
-                let shapes = try c.tapShapes(teacher: teacher.model, peer: p)
+                let student = try c.model(c.models[p]).pooledChannels
                 var g = c.adapterGenerator(0x6372_6400, peer: p)  // "crd"
-                embeddings.append(CRDEmbeddings(student: shapes.student.last![2], teacher: shapes.teacher.last![2], dim: dim, generator: &g))
+                embeddings.append(CRDEmbeddings(student: student, teacher: teacher.model.pooledChannels, dim: dim, generator: &g))
                 memories.append(CRDMemory(rows: c.trainLabels.count, dim: dim, generator: &g))
             }
             return CRD(context: c, teacher: teacher, embeddings: embeddings, memories: memories)
@@ -105,7 +104,7 @@ public final class CRD: FeatureDistillation {
     public override func terms(_ s: FeatureStep) throws -> [Tensor] {
         guard s.input.indices.count == s.labels.count else { throw MethodError("crd needs the batch's training positions") }
         let e = adapters[s.peer] as! CRDEmbeddings, mem = memories[s.peer]
-        let vs = e.embedS(globalAvgPool(s.student.last!)), vt = e.embedT(globalAvgPool(s.teacher.taps.last!))
+        let vs = e.embedS(s.studentPooled), vt = e.embedT(s.teacher.pooled)
         let idx = contrastIndices(items: s.input.indices, labels: s.labels, epoch: s.input.epoch)
         let scoresS = indexedMatVec(table: mem.teacher.memory.value, rows: idx, vs) * (1 / tau)
         let scoresT = indexedMatVec(table: mem.student.memory.value, rows: idx, vt) * (1 / tau)

@@ -95,9 +95,11 @@ public final class CSSNetwork: Classifier {
         concat((0..<branches).map { branchFeatures(h, $0) }, axis: 3)
     }
 
-    public func head(_ f: Tensor) -> Tensor {
-        let parts = f.split(sizes: Array(repeating: bases[0].featureChannels, count: branches), axis: 3)
-        return score(zip(heads, parts).map { $0(globalAvgPool($1)) })
+    /// Each branch's map pooled on its own, side by side [N, branches·C].
+    public func pool(_ f: Tensor) -> Tensor { globalAvgPool(f) }
+    public func classify(_ v: Tensor) -> Tensor {
+        let parts = v.split(sizes: Array(repeating: bases[0].featureChannels, count: branches), axis: 1)
+        return score(zip(heads, parts).map { $0($1) })
     }
 }
 

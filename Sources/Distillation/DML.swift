@@ -5,6 +5,8 @@
 //   L_i = CE(y, z_i) + 1/(P − 1) · Σ_{j ≠ i} T² · KL(softmax(z_j / T) ‖ softmax(z_i / T))
 // with the other peers' logits detached (they are targets only, exchanged with a plain allgather). The
 // official code is TensorFlow with T = 1, the default here; PyTorch re-implementations use T = 2–3.
+// Ours by choice: the paper's mean over the others and one simultaneous update; the official TensorFlow code
+// (YingZhangDUT/Deep-Mutual-Learning) sums the KL terms and updates the peers one after another.
 // Teacher reported in metrics: the ensemble, the mean of the peers' logits.
 import Models
 import Tensors

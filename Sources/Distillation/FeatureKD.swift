@@ -17,26 +17,20 @@ import Layers
 import Models
 import Tensors
 
-/// The frozen teacher's taps and logits for one batch (no tape).
-public struct TeacherFeatures {
-    public let taps: [Tensor]
-    public let logits: Tensor
-}
+/// The frozen teacher's taps, pooled feature and logits for one batch (no tape).
+public typealias TeacherFeatures = TapForward
 
 extension FrozenTeacher {
-    /// Every tap and the logits of one forward pass, without the tape.
-    public func features(_ x: Tensor) -> TeacherFeatures {
-        withoutGradients {
-            let t = model.taps(x)
-            return TeacherFeatures(taps: t, logits: model.head(t.last!))
-        }
-    }
+    /// Every tap, the pooled feature and the logits of one forward pass, without the tape.
+    public func features(_ x: Tensor) -> TeacherFeatures { withoutGradients { model.tapForward(x) } }
 }
 
 /// What a feature method's terms see for one student on one step.
 public struct FeatureStep {
     /// The student's taps, on the tape.
     public let student: [Tensor]
+    /// The student's pooled feature (`Classifier.pool`), on the tape.
+    public let studentPooled: Tensor
     public let studentLogits: Tensor
     public let teacher: TeacherFeatures
     public let labels: [Int]
@@ -94,14 +88,14 @@ open class FeatureDistillation: DistillationMethod {
         var total: Tensor?, logits: [Tensor] = [], losses: [Float] = []
         var sums = [Float](repeating: 0, count: termNames.count)
         for (k, m) in cohort.models.enumerated() {
-            let taps = m.taps(x), z = m.head(taps.last!)
+            let f = m.tapForward(x), z = f.logits
             let ce = crossEntropy(z, labels: labels) * ceWeight
             var loss = ce, parts = [ce.item, 0]
             if kdWeight > 0 {
                 let kl = klDivergence(student: z, teacher: t.logits, temperature: temperature) * kdWeight
                 loss = loss + kl; parts[1] = kl.item
             }
-            for term in try terms(FeatureStep(student: taps, studentLogits: z, teacher: t, labels: labels, input: input, peer: k,
+            for term in try terms(FeatureStep(student: f.taps, studentPooled: f.pooled, studentLogits: z, teacher: t, labels: labels, input: input, peer: k,
                                               replicas: cohort.replicaComm)) {
                 loss = loss + term; parts.append(term.item)
             }

@@ -123,13 +123,19 @@ public enum ParameterRole: String, CaseIterable {
     case network, peerModule, stem, method
 }
 
-/// Settings of a subset of the main optimiser's parameters (FFL's fusion module at its own weight decay).
+/// Settings of a subset of the main optimiser's parameters (FFL's fusion module at its own weight decay; OEC's
+/// adapters at half the learning rate from the second epoch).
 public struct GroupSettings: Equatable {
     /// Multiplies the scheduled learning rate.
     public var lrScale: Float
     /// nil: `optimizer.weight_decay`.
     public var weightDecay: Float?
-    public init(lrScale: Float = 1, weightDecay: Float? = nil) { self.lrScale = lrScale; self.weightDecay = weightDecay }
+    /// The epoch (0-based) the parameters join the optimiser: before it their learning rate is 0, and at its start
+    /// their optimiser state starts afresh.
+    public var fromEpoch: Int
+    public init(lrScale: Float = 1, weightDecay: Float? = nil, fromEpoch: Int = 0) {
+        self.lrScale = lrScale; self.weightDecay = weightDecay; self.fromEpoch = fromEpoch
+    }
 }
 
 /// An optimiser phase that runs after the main one in every step, on the same batch, with its own objective and
@@ -206,6 +212,9 @@ public protocol DistillationMethod: AnyObject {
     func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool
     /// The main optimiser's settings for a parameter when they differ from the config's; default nil.
     func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings?
+    /// Whether the main optimiser's state (momenta, moments, step counts) starts afresh at the start of `epoch`
+    /// (0-based), as an official code that rebuilds its optimiser then; default false.
+    func restartsMainOptimizer(atEpoch epoch: Int) -> Bool
     /// Phases that run after the main update in every step, in order; default none.
     var phases: [OptimizerPhase] { get }
     /// Phase `phase`'s objective for the step's batch, after the main update and the earlier phases' (training
@@ -232,6 +241,7 @@ extension DistillationMethod {
     public func peerExtraState(_ k: Int) -> Module? { nil }
     public func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool { true }
     public func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings? { nil }
+    public func restartsMainOptimizer(atEpoch epoch: Int) -> Bool { false }
     public var phases: [OptimizerPhase] { [] }
     public func phaseStep(_ phase: Int, _ input: StepInput, cohort: Cohort) throws -> PhaseResult {
         preconditionFailure("\(name) declares no optimiser phase \(phase)")

@@ -1,24 +1,18 @@
 // Walawalkar, Shen & Savvides, ECCV 2020, "Online Ensemble Model Compression using Knowledge Distillation" (OEC).
 //
-// N students of decreasing width share a base (conv1·bn1·relu; the stem ends after stage 0). Student j is the
-// configured CIFAR ResNet with its stage widths scaled by (N − j)/N (⌊[16, 32, 64]·(N − j)/N⌋ for the basic ones),
-// xavier-normal initialised. The teacher is the mean of the students' logits, z_T = (1/N) Σ_j z_j, and
-//   L = 0.7·CE(y, z_T)
-//     + 0.15·Σ_{b=1..3} Σ_{j≥1} MSE(F_b⁰, A_{b,j}(F_bʲ))          (F_bʲ: student j's stage-b output; F⁰ not detached)
-//     + 0.15·Σ_j T²·KL(softmax(z_T/T) ‖ softmax(z_j/T)),  T = 2,  z_T detached,
-// with A_{b,j} a 1×1 convolution (with bias) from student j's to student 0's channels. There is no CE on single
-// students in the official code; `student_ce_weight` w > 0 adds w·Σ_j CE(y, z_j) (our option, default 0).
-// Followed: Devwalkar/BOC-KD `models/ResNet_cifar.py@41d7212` (architecture, widths, init),
-// `utils/Losses.py@0222b55` (Combined_Loss.student_forward, Intermmediate_loss) and
-// `configs/Cifar100_exp/Resnet32.py@d80a5a8` (ratios 0.7/0.15/0.15, T = 2, Adam lr 1e-3, wd 1e-5). The official
-// adapters are created inside the loss and never given to the optimiser, so they stay at their random
-// initialisation (PyTorch's default for Conv2d): `train_adapters: false` reproduces that, `true` trains them with
-// the students (our option).
-// Distributed: students over ranks, the base replicated (gradients summed). The logits travel in one
-// differentiable allgather (0.7·CE(z_T) on every rank at weight 1/R; the KL targets are the same tensor,
-// detached); student 0's three stage outputs reach every rank through a differentiable broadcast (an allreduce of
-// the host's maps and the others' zeros), whose backward returns the sum of every rank's MSE gradient to student 0.
-// Host(j) computes MSE_j with its own adapters, and KL_j.
+// N students of decreasing width share a base (conv1·bn1·relu; the stem ends after stage 0); student j is the
+// configured CIFAR ResNet with stage widths ⌊[16, 32, 64]·(N − j)/N⌋, xavier-normal initialised. z_T = (1/N) Σ_j z_j,
+//   L = 0.7·Σ_j CE(y, z_j) + 0.15·Σ_{b=1..3} Σ_{j≥1} MSE(sg(F_b⁰), A_{b,j}(F_bʲ)) + 0.15·Σ_j T²·KL(sg(z_T) ‖ z_j),  T = 2
+// (F_bʲ: student j's stage-b output; sg: stop-gradient; A_{b,j}: 1×1 convolution with bias to student 0's channels).
+// The adapters join the optimiser after the first epoch at 0.5·lr, and the optimiser's state starts afresh then.
+// Followed: Devwalkar/BOC-KD@d80a5a8 (unchanged at a19bab4): `utils/Losses.py` Combined_Loss.student_forward
+// (preds[0] is z_T and only preds[1:] get CE), `models/ResNet_cifar.py` (student 0's maps detached; widths, init),
+// `tools/train.py` (adapters added at lr·0.5 after epoch 0, Adam and scheduler rebuilt), `configs/Cifar100_exp/
+// Resnet32.py` (ratios 0.7/0.15/0.15, T 2, Adam 1e-3, wd 1e-5, 350 epochs, milestones 200/300).
+// Ours: `teacher_ce_weight` adds w·CE(y, z_T) (default 0, the official loss has none).
+// Distributed: students over ranks, the base replicated (gradients summed); the logits gathered detached (on the
+// tape only when teacher_ce_weight > 0, that term at weight 1/R on every rank); student 0's stage outputs reach
+// every rank detached (an allreduce of the host's maps and the others' zeros); host(j) computes its terms.
 import Collectives
 import Foundation
 import Layers
@@ -61,12 +55,14 @@ public final class OEC: DistillationMethod {
     public static let spec = MethodSpec(
         name: "oec", summary: "Walawalkar et al. 2020: students of decreasing width on a shared base, taught by their mean and student 0's stage maps",
         keys: [.temperature(2),
-               OptionKey("teacher_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.7), help: "weight of CE(y, z_T)"),
+               OptionKey("student_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.7), help: "weight of each student's CE(y, z_j)"),
                OptionKey("feature_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the stage-map MSE terms"),
                OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the students' T²·KL to z_T"),
-               OptionKey("student_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0),
-                         help: "weight of each student's own CE(y, z_j) (our option; the official loss has none)"),
-               OptionKey("train_adapters", .bool, default: .bool(false), help: "train the 1×1 adapters (the official code leaves them at their random initialisation)")],
+               OptionKey("teacher_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0),
+                         help: "weight of CE(y, z_T) (our option; the official loss has none)"),
+               OptionKey("train_adapters", .bool, default: .bool(true), help: "train the 1×1 adapters (false: frozen at their random initialisation)"),
+               OptionKey("adapter_start_epoch", .int(min: 0), default: .int(1), help: "the epoch (0-based) from which the adapters train; the main optimiser's state starts afresh then, as the official code rebuilds Adam"),
+               OptionKey("adapter_lr_scale", .number(min: 0, max: nil, openMin: false), default: .number(0.5), help: "the adapters' learning rate as a multiple of the scheduled one")],
         dataParallel: true,
         makePeer: { c, p, g in
             guard Set(c.models).count == 1 else {
@@ -94,38 +90,46 @@ public final class OEC: DistillationMethod {
             return OEC(student0Channels: channels[0], adapters: adapters,
                        temperature: c.options.number("temperature"), teacherWeight: c.options.number("teacher_ce_weight"),
                        featureWeight: c.options.number("feature_weight"), kdWeight: c.options.number("kd_weight"),
-                       studentCEWeight: c.options.number("student_ce_weight"), trainAdapters: c.options.bool("train_adapters"))
+                       studentCEWeight: c.options.number("student_ce_weight"), trainAdapters: c.options.bool("train_adapters"),
+                       adapterStartEpoch: c.options.int("adapter_start_epoch"), adapterLRScale: c.options.number("adapter_lr_scale"))
         }
 
     public let name = "oec"
     public let student0Channels: [Int]
     public let temperature: Float, teacherWeight: Float, featureWeight: Float, kdWeight: Float, studentCEWeight: Float
-    public let trainAdapters: Bool
+    public let trainAdapters: Bool, adapterStartEpoch: Int, adapterLRScale: Float
     let adapters: [StageAdapters?]
 
     /// `adapters[k]`: local peer k's, nil for student 0.
     public init(student0Channels: [Int], adapters: [StageAdapters?], temperature: Float = 2,
-                teacherWeight: Float = 0.7, featureWeight: Float = 0.15, kdWeight: Float = 0.15, studentCEWeight: Float = 0,
-                trainAdapters: Bool = false) {
+                teacherWeight: Float = 0, featureWeight: Float = 0.15, kdWeight: Float = 0.15, studentCEWeight: Float = 0.7,
+                trainAdapters: Bool = true, adapterStartEpoch: Int = 1, adapterLRScale: Float = 0.5) {
         self.student0Channels = student0Channels; self.adapters = adapters
         self.temperature = temperature; self.teacherWeight = teacherWeight; self.featureWeight = featureWeight
         self.kdWeight = kdWeight; self.studentCEWeight = studentCEWeight; self.trainAdapters = trainAdapters
+        self.adapterStartEpoch = adapterStartEpoch; self.adapterLRScale = adapterLRScale
     }
 
     public var sharesStem: Bool { true }
     public var stemEnd: Int? { 0 }
     public var teacherName: String? { "ensemble" }
-    public var termNames: [String] { ["ce_teacher", "feature_mse", "kl"] + (studentCEWeight > 0 ? ["ce_students"] : []) }
+    public var termNames: [String] { ["ce_students", "feature_mse", "kl"] + (teacherWeight > 0 ? ["ce_teacher"] : []) }
     public func peerModule(_ k: Int) -> Module? { adapters[k] }
     public func mainPhaseUpdates(_ role: ParameterRole, _ name: String) -> Bool { role != .peerModule || trainAdapters }
+    public func groupSettings(_ role: ParameterRole, _ name: String) -> GroupSettings? {
+        role == .peerModule ? GroupSettings(lrScale: adapterLRScale, fromEpoch: adapterStartEpoch) : nil
+    }
+    public func restartsMainOptimizer(atEpoch epoch: Int) -> Bool { trainAdapters && adapterStartEpoch > 0 && epoch == adapterStartEpoch }
 
-    /// Student 0's stage outputs on every rank: the host's maps, broadcast differentiably.
+    /// Student 0's stage outputs on every rank, detached: the host's maps summed with the others' zeros.
     func student0Maps(_ local: [[Tensor]], cohort: Cohort) throws -> [Tensor] {
         let shapes = local[0].enumerated().map { b, f in [f.shape[0], f.shape[1], f.shape[2], student0Channels[b]] }
         let sizes = shapes.map { $0.reduce(1, *) }
-        let mine = cohort.placement.localPeers.firstIndex(of: 0).map { concat(local[$0].map { $0.reshaped([-1]) }, axis: 0) }
-            ?? Tensor(zeros: [sizes.reduce(0, +)])
-        let flat = try allReduceSum(mine, on: cohort.comm)
+        let flat = try withoutGradients { () -> Tensor in
+            let mine = cohort.placement.localPeers.firstIndex(of: 0).map { concat(local[$0].map { $0.detached().reshaped([-1]) }, axis: 0) }
+                ?? Tensor(zeros: [sizes.reduce(0, +)])
+            return try allReduceSum(mine, on: cohort.comm)
+        }
         return zip(flat.split(sizes: sizes, axis: 0), shapes).map { $0.reshaped($1) }
     }
 
@@ -134,20 +138,21 @@ public final class OEC: DistillationMethod {
         let h = cohort.stem!([input.images[0]])[0]
         let stages = cohort.models.map { $0.branchStages(h) }
         let logits = zip(cohort.models, stages).map { $0.head($1.last!) }
-        let teacher = meanLogits(try cohort.gather(logits))
+        // z_T is a target only, unless its own CE (our option) trains the students through it.
+        let teacher = meanLogits(teacherWeight > 0 ? try cohort.gather(logits) : try cohort.gatherDetached(logits))
         let target = teacher.detached()
         let maps0 = try student0Maps(stages, cohort: cohort)
-        let ceT = crossEntropy(teacher, labels: labels)
-        var total = ceT * (teacherWeight * cohort.sharedScale), losses: [Float] = [], mse: Float = 0, kl: Float = 0, ce: Float = 0
+        var total: Tensor? = nil, losses: [Float] = [], mse: Float = 0, kl: Float = 0, ce: Float = 0
+        var terms: [String: Float] = [:]
+        if teacherWeight > 0 {
+            let ceT = crossEntropy(teacher, labels: labels) * (teacherWeight * cohort.sharedScale)
+            total = ceT
+            terms["ce_teacher"] = ceT.item
+        }
         for (k, p) in cohort.placement.localPeers.enumerated() {
-            let d = klDivergence(student: logits[k], teacher: target, temperature: temperature)
-            var loss = d * kdWeight
-            kl += d.item
-            if studentCEWeight > 0 {
-                let own = crossEntropy(logits[k], labels: labels)
-                loss = loss + own * studentCEWeight
-                ce += own.item
-            }
+            let own = crossEntropy(logits[k], labels: labels), d = klDivergence(student: logits[k], teacher: target, temperature: temperature)
+            var loss = own * studentCEWeight + d * kdWeight
+            ce += own.item; kl += d.item
             if p > 0, let a = adapters[k] {
                 for (b, conv) in a.convs.enumerated() {
                     let m = mseLoss(maps0[b], conv(stages[k][b]))
@@ -156,11 +161,10 @@ public final class OEC: DistillationMethod {
                 }
             }
             losses.append(loss.item)
-            total = total + loss
+            total = total.map { $0 + loss } ?? loss
         }
-        var terms = ["ce_teacher": ceT.item * teacherWeight * cohort.sharedScale, "feature_mse": mse * featureWeight, "kl": kl * kdWeight]
-        if studentCEWeight > 0 { terms["ce_students"] = ce * studentCEWeight }
-        return StepResult(objective: total, peerLogits: logits, peerLoss: losses, terms: terms, teacherLogits: target)
+        terms["ce_students"] = ce * studentCEWeight; terms["feature_mse"] = mse * featureWeight; terms["kl"] = kl * kdWeight
+        return StepResult(objective: total!, peerLogits: logits, peerLoss: losses, terms: terms, teacherLogits: target)
     }
 
     public func evaluate(_ x: Tensor, cohort: Cohort) throws -> Predictions {

@@ -9,7 +9,8 @@
 //   L = CE(y, z_e) + Σ_i [ CE(y, z_i) + w(t)·T²·KL(p_e ‖ p_i) + w(t)·mean_{j≠i} T²·KL(p'_j ‖ p_i) ],  T = 3,
 // targets detached, w(t) the sigmoid ramp-up (over 80 epochs in the paper's recipe). There is no official
 // code; this follows the reproduction shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation
-// (`src/controller.py`, `src/losses/loss_wrapper.py`), with its ramp-up length bug fixed. Inference uses the mean
+// (`src/controller.py`, `src/losses/loss_wrapper.py`), with its ramp-up length fixed (ours: it divides by 1, not 80,
+// so its weight stays near 0 from epoch 2 to 80; its published runs had that). Inference uses the mean
 // teachers: a peer's test accuracy is its mean teacher's; the teacher reported is the peer ensemble.
 // Distributed: pooled features through the differentiable allgather (CE(z_e), weighted 1/R on each rank, trains
 // every peer); each mean teacher lives on its peer's rank and its logits are exchanged detached.

@@ -9,6 +9,8 @@
 // class count and takes the mean over all elements, which is the same). The teacher is frozen and detached;
 // both halves send gradients to the student. PaddleClas adds 1e-12 inside its logarithms; here the log-softmax
 // is computed directly, which needs no guard.
+// Ours by choice: the teacher runs in evaluation mode (its running statistics); PaddleClas freezes its parameters
+// but leaves it in training mode, so its batch norms use each batch's statistics.
 import Models
 import Tensors
 

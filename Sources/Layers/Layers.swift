@@ -144,6 +144,9 @@ public final class Linear: Layer {
     public let bias: Parameter?
     public var isTraining = true
 
+    /// Input features (the weight's second dimension).
+    public var inFeatures: Int { weight.value.shape[1] }
+
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator g: inout Generator) {
         let bound = 1 / Float(inFeatures).squareRoot()
         weight = Parameter(Tensor.uniform([outFeatures, inFeatures], low: -bound, high: bound, generator: &g))

@@ -34,6 +34,8 @@ public protocol Optimizer: AnyObject {
     func state(of name: String) -> [(String, Tensor)]
     /// Restores the state of parameter `name` (the pairs `state(of:)` gave); forgets it when empty.
     func setState(of name: String, _ state: [(String, Tensor)]) throws
+    /// Sets parameter `name`'s multiplier of the learning rate (0 holds it still, whatever its gradient).
+    func setLRScale(_ scale: Float, of name: String)
 }
 
 extension Optimizer {
@@ -59,11 +61,16 @@ struct GroupedParameters {
         }
     }
     var named: [(String, Parameter)] { Array(zip(names, parameters)) }
+    mutating func setLRScale(_ scale: Float, of name: String) {
+        precondition(scale >= 0, "optimiser: an lr multiplier must be ≥ 0, got \(scale)")
+        guard let k = names.firstIndex(of: name) else { preconditionFailure("optimiser: no parameter '\(name)'") }
+        lrScales[k] = scale
+    }
     func shape(of name: String) -> [Int]? { names.firstIndex(of: name).map { parameters[$0].value.shape } }
 }
 
 public final class SGD: Optimizer {
-    let grouped: GroupedParameters
+    var grouped: GroupedParameters
     public var parameters: [(String, Parameter)] { grouped.named }
     public var lr: Float
     public let momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
@@ -86,6 +93,7 @@ public final class SGD: Optimizer {
     }
 
     public func step() { Profiler.measure(.optimizer) { update() } }
+    public func setLRScale(_ scale: Float, of name: String) { grouped.setLRScale(scale, of: name) }
 
     /// One update of every parameter that has a gradient.
     func update() {
@@ -137,7 +145,7 @@ public final class SGD: Optimizer {
 /// Adam (torch.optim.Adam, amsgrad off) or, with `decoupled`, AdamW (torch.optim.AdamW). Its state per parameter name:
 /// the first and second moments and the number of steps taken, all restored with a checkpoint for an exact resume.
 public final class Adam: Optimizer {
-    let grouped: GroupedParameters
+    var grouped: GroupedParameters
     public var parameters: [(String, Parameter)] { grouped.named }
     public var lr: Float
     public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float, decoupled: Bool
@@ -163,6 +171,7 @@ public final class Adam: Optimizer {
     }
 
     public func step() { Profiler.measure(.optimizer) { update() } }
+    public func setLRScale(_ scale: Float, of name: String) { grouped.setLRScale(scale, of: name) }
 
     /// One update of every parameter that has a gradient.
     func update() {

@@ -1,7 +1,7 @@
 // A classifier split into stem / branch / head, so multi-branch methods can share a stem and reach feature maps.
 //   stem:   layers a multi-branch method shares (input → shared feature map)
 //   branch: the rest of the trunk up to the final feature map
-//   head:   global average pool + fully connected classifier
+//   head:   pool (any head convolution, then global average pooling) → the pooled feature → classify (fc)
 import Layers
 import Tensors
 
@@ -10,8 +10,13 @@ public protocol Classifier: Module {
     func stem(_ x: Tensor) -> Tensor
     /// Stem output → final feature map [N, H, W, C].
     func branch(_ h: Tensor) -> Tensor
-    /// Final feature map → logits [N, classes].
-    func head(_ f: Tensor) -> Tensor
+    /// Final feature map → the pooled feature [N, pooledChannels]: after the head convolution where the model has
+    /// one (MobileNetV2's conv2, ShuffleNet V2's), global average pooling. CRD embeds it (mdistiller's pooled_feat).
+    func pool(_ f: Tensor) -> Tensor
+    /// Pooled feature → logits [N, classes].
+    func classify(_ v: Tensor) -> Tensor
+    /// Channels of the pooled feature.
+    var pooledChannels: Int { get }
     /// Channels of the stem output and of the final feature map.
     var stemChannels: Int { get }
     var featureChannels: Int { get }
@@ -27,15 +32,35 @@ public protocol Classifier: Module {
     /// Moves the stem's end to after stage `stage` (0: the input convolution only); a model that cannot throws.
     func setStemEnd(_ stage: Int) throws
     /// The feature taps of a full forward pass, the tensors the network computes anyway (nothing is copied): tap 0
-    /// is the input block's output, taps 1… each stage's output, and the last tap is the final feature map `head`
-    /// pools. Feature distillation names taps by these indices (RepDistiller's and mdistiller's `feats` order).
+    /// is the input block's output, taps 1… each stage's output (the last is the last stage's output, which
+    /// `finalMap` turns into the map `head` pools). Feature distillation names taps by these indices (RepDistiller's
+    /// and mdistiller's `feats` order).
     func taps(_ x: Tensor) -> [Tensor]
+    /// The final feature map from the last tap: the tap itself, or (WRN) after the final bn1·relu.
+    func finalMap(lastTap t: Tensor) -> Tensor
     /// Channels of each tap.
     var tapChannels: [Int] { get }
 }
 
+/// One forward pass as feature distillation reads it: every tap, the pooled feature and the logits.
+public struct TapForward {
+    public let taps: [Tensor]
+    public let pooled: Tensor
+    public let logits: Tensor
+}
+
 extension Classifier {
     public var headModuleNames: [String] { ["fc"] }
+    public var pooledChannels: Int { featureChannels }
+    public func pool(_ f: Tensor) -> Tensor { globalAvgPool(f) }
+    public func finalMap(lastTap t: Tensor) -> Tensor { t }
+    /// Final feature map → logits.
+    public func head(_ f: Tensor) -> Tensor { classify(pool(f)) }
+    /// Taps, pooled feature and logits of one forward pass (each layer runs once).
+    public func tapForward(_ x: Tensor) -> TapForward {
+        let t = taps(x), v = pool(finalMap(lastTap: t.last!))
+        return TapForward(taps: t, pooled: v, logits: classify(v))
+    }
     public func branchStages(_ h: Tensor) -> [Tensor] { [branch(h)] }
     public var branchStageChannels: [Int] { [featureChannels] }
     public func setStemEnd(_ stage: Int) throws { throw ModelError.badStemEnd(model: String(describing: type(of: self)), stage: stage, allowed: nil) }

@@ -91,5 +91,8 @@ public final class MobileNetV2: Classifier {
     }
     public func stem(_ x: Tensor) -> Tensor { blocks.layers.prefix(5).reduce(conv1(x)) { $1($0) } }
     public func branch(_ h: Tensor) -> Tensor { blocks.layers.dropFirst(5).reduce(h) { $1($0) } }
-    public func head(_ f: Tensor) -> Tensor { classifier(globalAvgPool(conv2(f))) }
+    /// conv2 (1×1 to 1280 channels) · BN · ReLU, then the pool (mdistiller's pooled_feat).
+    public func pool(_ f: Tensor) -> Tensor { globalAvgPool(conv2(f)) }
+    public var pooledChannels: Int { (classifier.layers[0] as! Linear).inFeatures }
+    public func classify(_ v: Tensor) -> Tensor { classifier(v) }
 }

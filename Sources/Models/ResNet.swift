@@ -140,7 +140,7 @@ public final class CIFARResNet: Classifier {
         var x = h
         return stages.dropFirst(stemEnd).map { x = $0(x); return x }
     }
-    public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
+    public func classify(_ v: Tensor) -> Tensor { fc(v) }
     /// relu(bn1(conv1(x))), layer1, layer2, layer3 (each after its last block's ReLU).
     public func taps(_ x: Tensor) -> [Tensor] {
         var h = convBatchNorm(conv1, bn1, x, relu: true)

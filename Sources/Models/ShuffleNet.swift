@@ -176,8 +176,11 @@ public final class ShuffleNet: Classifier {
     }
     public func stem(_ x: Tensor) -> Tensor { layer2(layer1(convBatchNorm(conv1, bn1, x, relu: true))) }
     public func branch(_ h: Tensor) -> Tensor { layer3(h) }
-    public func head(_ f: Tensor) -> Tensor {
-        guard let conv2, let bn2 else { return linear(globalAvgPool(f)) }
-        return linear(globalAvgPool(convBatchNorm(conv2, bn2, f, relu: true)))
+    /// V2: conv2 (1×1 to 1024 channels) · bn2 · ReLU, then the pool (mdistiller's pooled_feat); V1: the pool.
+    public func pool(_ f: Tensor) -> Tensor {
+        guard let conv2, let bn2 else { return globalAvgPool(f) }
+        return globalAvgPool(convBatchNorm(conv2, bn2, f, relu: true))
     }
+    public var pooledChannels: Int { linear.inFeatures }
+    public func classify(_ v: Tensor) -> Tensor { linear(v) }
 }

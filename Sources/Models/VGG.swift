@@ -62,7 +62,7 @@ public final class VGG: Classifier {
     public func stem(_ x: Tensor) -> Tensor { run(x, blocks: 0..<4, inputSide: x.shape[1]).last! }
     /// Block 3's output is 1/8 of the input's side.
     public func branch(_ h: Tensor) -> Tensor { run(h, blocks: 4..<5, inputSide: h.shape[1] * 8).last! }
-    public func head(_ f: Tensor) -> Tensor { classifier(globalAvgPool(f)) }
+    public func classify(_ v: Tensor) -> Tensor { classifier(v) }
 
     func run(_ x: Tensor, blocks range: Range<Int>, inputSide: Int) -> [Tensor] {
         var h = x, out: [Tensor] = []

@@ -103,13 +103,13 @@ public final class WideResNet: Classifier {
         out[out.count - 1] = bn1.forward(out[out.count - 1], relu: true)
         return out
     }
-    public func head(_ f: Tensor) -> Tensor { fc(globalAvgPool(f)) }
-    /// conv1, block1, block2, relu(bn1(block3)) (mdistiller's WRN feats).
+    public func classify(_ v: Tensor) -> Tensor { fc(v) }
+    /// conv1, block1, block2, block3 — each block's raw (pre-activation) output, as mdistiller's and RepDistiller's
+    /// WRN feats; the final bn1·relu is `finalMap`'s, so the pooled feature keeps it.
     public func taps(_ x: Tensor) -> [Tensor] {
         var h = conv1(x)
-        var out = [h] + blocks.map { h = $0(h); return h }
-        out[3] = bn1.forward(out[3], relu: true)
-        return out
+        return [h] + blocks.map { h = $0(h); return h }
     }
+    public func finalMap(lastTap t: Tensor) -> Tensor { bn1.forward(t, relu: true) }
     public var tapChannels: [Int] { channels }
 }

@@ -263,8 +263,9 @@ extension Module {
         }
     }
 
-    /// Loads every parameter and buffer from a file; every name must be present with the same shape, and the
-    /// file may hold no other tensors. Nothing is changed unless everything matches.
+    /// Loads every parameter and buffer from a file; every name must be present with the same shape (but a batch
+    /// norm's num_batches_tracked, which a missing one keeps its value for, as torch's load_state_dict does), and
+    /// the file may hold no other tensors. Nothing is changed unless everything matches.
     public func loadSafeTensors(from path: String) throws {
         let data = try SafeTensors.contents(of: path)
         try loadSafeTensors(data: data, path: path)
@@ -277,7 +278,10 @@ extension Module {
         for (n, t) in tensors { byName[n] = t }
         let state = namedState()
         for (name, p) in state {
-            guard let t = byName[name] else { throw SafeTensorsError.mismatch(path: path, reason: "missing tensor '\(name)' (shape \(p.value.shape))") }
+            guard let t = byName[name] else {
+                if name.hasSuffix(SafeTensors.batchCountSuffix) { continue }
+                throw SafeTensorsError.mismatch(path: path, reason: "missing tensor '\(name)' (shape \(p.value.shape))")
+            }
             guard t.shape == p.value.shape || (t.shape.isEmpty && p.value.shape.isEmpty) else {
                 throw SafeTensorsError.mismatch(path: path, reason: "tensor '\(name)' has shape \(t.shape), the model expects \(p.value.shape)")
             }
@@ -287,12 +291,22 @@ extension Module {
             throw SafeTensorsError.mismatch(path: path, reason: "unexpected tensor '\(extra.0)' (the model has no parameter or buffer of that name)")
         }
         for (name, p) in state where p.value.count > 0 {
-            byName[name]!.values.withUnsafeBufferPointer { p.value.data.update(from: $0.baseAddress!, count: $0.count) }
+            byName[name]?.values.withUnsafeBufferPointer { p.value.data.update(from: $0.baseAddress!, count: $0.count) }
         }
     }
 }
 
 extension SafeTensors {
+    /// The name ending of a batch norm's batch count, the one tensor a state dict may lack.
+    public static let batchCountSuffix = "num_batches_tracked"
+
+    /// The batch norms (name prefixes) that have running statistics but no num_batches_tracked among `names`.
+    public static func batchNormsWithoutCount(_ names: [String]) -> [String] {
+        let all = Set(names)
+        return names.filter { $0.hasSuffix("running_mean") }.map { String($0.dropLast("running_mean".count)) }
+            .filter { !all.contains($0 + batchCountSuffix) }
+    }
+
     /// Writes float32 tensors under their names.
     public static func write(named tensors: [(String, Tensor)], metadata: [String: String] = [:], to path: String) throws {
         try writeAtomically(encode(named: tensors, metadata: metadata), to: path)

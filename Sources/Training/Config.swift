@@ -17,6 +17,9 @@ public struct TrainConfig: Equatable {
     public var seed: UInt64 = 0
     public var epochs = 10
     public var batchSize = 128
+    /// Drop the last partial training batch (false keeps it, as the official loaders' drop_last=False, unless it is
+    /// too small for batch statistics: `EpochSampler.minLastBatch`).
+    public var dropLast = false
     public var output = "runs/experiment"
     public var dataset = "fashion-mnist"
     public var datasetPath: String?
@@ -76,6 +79,7 @@ public struct TrainConfig: Equatable {
         .int("seed", min: 0, read: { c, v in c.seed = UInt64(v) }, write: { Int($0.seed) }),
         .int("epochs", \.epochs, min: 1),
         .int("batch_size", \.batchSize, min: 1),
+        .bool("drop_last", \.dropLast),
         .string("output", \.output, "a directory path"),
         .int("eval_every", \.evalEvery, min: 1),
         .int("checkpoint_every", \.checkpointEvery, min: 1),
@@ -115,7 +119,7 @@ public struct TrainConfig: Equatable {
     ]
 
     static let augmentationField = Field(
-        path: "dataset.augmentation", expected: "standard, none, or {crop_padding, horizontal_flip, cutout}",
+        path: "dataset.augmentation", expected: "standard, none, or {crop_padding, pad_mode, horizontal_flip, cutout}",
         read: { c, v, r in
             if let s = v as? String {
                 switch s {
@@ -126,16 +130,22 @@ public struct TrainConfig: Equatable {
                 return
             }
             let m = try r.mapping(v, "dataset.augmentation")
-            try r.checkKeys(m, at: "dataset.augmentation", known: ["crop_padding", "horizontal_flip", "cutout"])
+            try r.checkKeys(m, at: "dataset.augmentation", known: ["crop_padding", "pad_mode", "horizontal_flip", "cutout"])
             var a = Augmentation()
             if let x = m["crop_padding"] { a.cropPadding = try r.int(x, "dataset.augmentation.crop_padding", min: 0) }
+            if let x = m["pad_mode"] {
+                guard let s = x as? String, let mode = PadMode(rawValue: s) else {
+                    throw r.fail("dataset.augmentation.pad_mode", PadMode.allCases.map(\.rawValue).joined(separator: " or "), x)
+                }
+                a.padMode = mode
+            }
             if let x = m["horizontal_flip"] { a.horizontalFlip = try r.bool(x, "dataset.augmentation.horizontal_flip") }
             if let x = m["cutout"] { a.cutout = try r.int(x, "dataset.augmentation.cutout", min: 0) }
             c.augmentation = a
         },
         write: { c in
             guard let a = c.augmentation else { return "standard" }
-            return ["crop_padding": a.cropPadding, "horizontal_flip": a.horizontalFlip, "cutout": a.cutout] as [String: Any]
+            return ["crop_padding": a.cropPadding, "pad_mode": a.padMode.rawValue, "horizontal_flip": a.horizontalFlip, "cutout": a.cutout] as [String: Any]
         })
 
     /// `models: [a, b]`, or `model: a` for one.

@@ -54,6 +54,8 @@ public final class Experiment {
     let optimizers: [PhaseOptimizer]
     /// The main optimiser.
     var optimizer: Optimizer { optimizers[0].optimizer }
+    /// Main-optimiser parameters that join it after the first epoch (`GroupSettings.fromEpoch`), with their lr multiplier.
+    let lateParameters: [(name: String, lrScale: Float, fromEpoch: Int)]
     /// One line per optimiser: its phase, kind, and parameter groups with their lr multipliers and weight decays.
     public let optimizerSummary: [String]
     /// Parameters every rank of the peer communicator holds a replica of (gradients summed across ranks).
@@ -133,6 +135,9 @@ public final class Experiment {
             unlabeled = nil
         }
         augmentation = config.augmentation ?? .standard(for: config.dataset)
+        if augmentation.padMode == .reflect && augmentation.cropPadding >= min(trainSet.height, trainSet.width) {
+            throw ConfigError("dataset.augmentation: pad_mode reflect needs crop_padding below the image side (\(trainSet.height)×\(trainSet.width)), got \(augmentation.cropPadding)")
+        }
         let base: LRSchedule = config.schedule == "cosine"
             ? CosineLR(base: config.lr, totalEpochs: config.epochs, perStep: config.schedulePerStep)
             : MultiStepLR(base: config.lr, milestones: config.milestones, gamma: config.gamma)
@@ -190,12 +195,21 @@ public final class Experiment {
         parameters = trainable
         replicated = trainable.filter { $0.role == .stem || $0.role == .method }.map { ($0.name, $0.parameter) }
         let main = Experiment.mainOptimizer(config, method: method, parameters: trainable)
+        let method = self.method
+        let late = trainable.compactMap { p -> (name: String, lrScale: Float, fromEpoch: Int)? in
+            guard method.mainPhaseUpdates(p.role, p.local), let s = method.groupSettings(p.role, p.local), s.fromEpoch > 0 else { return nil }
+            return (p.name, s.lrScale, s.fromEpoch)
+        }
+        lateParameters = late
         let replicatedNames = Set(replicated.map(\.0))
         optimizers = [PhaseOptimizer("main", main.optimizer, replicatedNames: replicatedNames)]
             + method.phases.map { PhaseOptimizer($0.name, Experiment.phaseOptimizer($0, parameters: trainable), replicatedNames: replicatedNames) }
         let scalars = { (list: [(String, Parameter)]) in list.reduce(0) { $0 + $1.1.value.count } }
         optimizerSummary = ["optimizer main (\(config.optimizer), lr \(config.lr) scheduled): "
-            + main.groups.map { "\(scalars($0.parameters)) weights at lr×\($0.lrScale), weight decay \($0.weightDecay ?? config.weightDecay)" }.joined(separator: "; ")]
+            + main.groups.map { g in
+                let from = late.first { $0.name == g.parameters.first?.0 }.map { ", from epoch \($0.fromEpoch + 1)" } ?? ""
+                return "\(scalars(g.parameters)) weights at lr×\(g.lrScale), weight decay \(g.weightDecay ?? config.weightDecay)\(from)"
+            }.joined(separator: "; ")]
             + zip(method.phases, optimizers.dropFirst()).map { phase, o in
                 "optimizer \(phase.name) (\(phase.kind.name), lr \(phase.lr) constant): \(scalars(o.optimizer.parameters)) weights, weight decay \(phase.weightDecay)"
             }
@@ -229,6 +243,19 @@ public final class Experiment {
     }
 
     var isLeader: Bool { world.rank == 0 }
+
+    /// The main optimiser as epoch `epoch` starts: parameters that have not joined it yet held at lr 0, those that
+    /// join now with fresh state, and all of its state afresh where the method restarts it. Returns whether it
+    /// restarted. The rule depends on the epoch alone, so a resumed run applies it as an uninterrupted one.
+    func prepareMainOptimizer(epoch: Int) throws -> Bool {
+        for p in lateParameters {
+            optimizer.setLRScale(epoch < p.fromEpoch ? 0 : p.lrScale, of: p.name)
+            if epoch == p.fromEpoch { try optimizer.setState(of: p.name, []) }
+        }
+        guard method.restartsMainOptimizer(atEpoch: epoch) else { return false }
+        for (name, _) in optimizer.parameters { try optimizer.setState(of: name, []) }
+        return true
+    }
 
     /// Every communicator this rank's collectives run on: the world, and the peer and replica groups it is split
     /// into when peers have replicas.

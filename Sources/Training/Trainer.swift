@@ -100,6 +100,9 @@ public final class Trainer {
         // Each step's peer losses and terms, one row per step, summed over ranks once at the epoch's end.
         let width = x.placement.peers + termNames.count
         var stepRows = [Double](repeating: 0, count: config.tensorboard ? steps * width : 0), stepLRs: [Float] = []
+        if try x.prepareMainOptimizer(epoch: epoch), x.isLeader {
+            report("epoch \(epoch + 1): the main optimiser's state starts afresh (\(config.method))")
+        }
         let commStart = x.communicationSeconds, start = Date()
         x.setTraining(true)
         for (step, batch) in trainLoader(sampler, epoch: epoch).enumerated() {
@@ -167,7 +170,8 @@ public final class Trainer {
 
     /// The order of the training set's global batches.
     var trainSampler: EpochSampler {
-        EpochSampler(count: experiment.train.count, batchSize: min(config.batchSize, experiment.train.count), seed: config.seed)
+        EpochSampler(count: experiment.train.count, batchSize: min(config.batchSize, experiment.train.count), seed: config.seed,
+                     dropLast: config.dropLast, minLastBatch: max(2, experiment.replicas))
     }
 
     /// This rank's share of each batch of `epoch`, with the views its peers train on.
@@ -196,25 +200,28 @@ public final class Trainer {
         let input = StepInput(images: images, labels: batch.labels, epoch: epoch, step: globalStep, indices: batch.indices,
                               positions: batch.positions)
         x.optimizer.lr = lr
+        // Replicas' objectives are means over their slices; weighted by slice size they add up to the mean over the
+        // global batch when the slices differ (a last partial batch), so the gradient mean is one process's.
+        let weight = Float(batch.indices.count * x.replicas) / Float(max(batch.globalCount, 1))
         var result = try method.step(input, cohort: x.cohort)
-        try update(phase: 0, result.objective, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step)
+        try update(phase: 0, result.objective, weight: weight, terms: result.terms, peerLoss: result.peerLoss, epoch: epoch, step: step)
         for i in x.optimizers.indices.dropFirst() {  // the method's further phases
             let r = try method.phaseStep(i - 1, input, cohort: x.cohort)
-            try update(phase: i, r.objective, terms: r.terms, peerLoss: [], epoch: epoch, step: step)
+            try update(phase: i, r.objective, weight: weight, terms: r.terms, peerLoss: [], epoch: epoch, step: step)
             result.terms.merge(r.terms) { $0 + $1 }
         }
         method.afterStep(cohort: x.cohort, step: globalStep + 1)
         return result
     }
 
-    /// Applies phase `i`'s objective (0: the main one): the non-finite check, backward into freshly zeroed
-    /// gradients, the sum of the replicated parameters' gradients across the peer ranks and the mean of every
+    /// Applies phase `i`'s objective (0: the main one) times `weight` (a replica's share of the global batch): the
+    /// non-finite check, backward into freshly zeroed gradients, the sum of the replicated parameters' gradients across the peer ranks and the mean of every
     /// gradient across data-parallel replicas, the phase's optimiser, the shared stem's statistics.
-    func update(phase i: Int, _ objective: Tensor, terms: [String: Float], peerLoss: [Float], epoch: Int, step: Int) throws {
+    func update(phase i: Int, _ objective: Tensor, weight: Float = 1, terms: [String: Float], peerLoss: [Float], epoch: Int, step: Int) throws {
         let x = experiment, phase = x.optimizers[i]
         try checkFinite(objective, terms: terms, peerLoss: peerLoss, epoch: epoch, step: step, phase: i == 0 ? nil : phase.phase)
         phase.optimizer.zeroGrad()
-        objective.backward()
+        (weight == 1 ? objective : objective * weight).backward()
         if x.peerComm.size > 1 { try syncGradients(phase.replicated, on: x.peerComm, mode: .sum) }
         if let replicas = x.replicaComm { try syncGradients(phase.optimizer.parameters.map { $0.1.value }, on: replicas, mode: .mean) }
         phase.optimizer.step()

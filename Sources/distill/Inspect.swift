@@ -22,5 +22,9 @@ struct Inspect: ParsableCommand {
             print("\(name.padding(toLength: max(44, name.count + 1), withPad: " ", startingAt: 0))\(t.dtype.rawValue.padding(toLength: 6, withPad: " ", startingAt: 0))\(t.shape)")
         }
         print("\(tensors.count) tensors; \(total) parameters (plus \(buffers) buffer values)")
+        let uncounted = SafeTensors.batchNormsWithoutCount(tensors.map(\.0))
+        if !uncounted.isEmpty {
+            print("\(uncounted.count) batch norm\(uncounted.count == 1 ? " has" : "s have") no num_batches_tracked (first: \(uncounted[0])num_batches_tracked); loading keeps the model's count, as torch's load_state_dict does")
+        }
     }
 }

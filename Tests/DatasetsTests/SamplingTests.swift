@@ -26,6 +26,19 @@ final class SamplingTests: XCTestCase {
         XCTAssertEqual(EpochSampler(count: 5, batchSize: 2, seed: 0, shuffle: false).order(epoch: 9), [0, 1, 2, 3, 4])
     }
 
+    /// A last partial batch is kept unless it is smaller than `minLastBatch` (batch statistics need two samples,
+    /// and every data-parallel replica one).
+    func testLastPartialBatch() {
+        XCTAssertEqual(EpochSampler(count: 10, batchSize: 4, seed: 0, dropLast: true).stepsPerEpoch, 2)
+        let keep = EpochSampler(count: 10, batchSize: 4, seed: 0, dropLast: false, minLastBatch: 2)
+        XCTAssertEqual(keep.batches(epoch: 0).map(\.count), [4, 4, 2])
+        XCTAssertEqual(keep.droppedPerEpoch, 0)
+        let one = EpochSampler(count: 9, batchSize: 4, seed: 0, dropLast: false, minLastBatch: 2)
+        XCTAssertEqual(one.batches(epoch: 0).map(\.count), [4, 4], "a last batch of one image is dropped")
+        XCTAssertEqual(one.droppedPerEpoch, 1)
+        XCTAssertEqual(EpochSampler(count: 10, batchSize: 4, seed: 0, dropLast: false, minLastBatch: 3).stepsPerEpoch, 2)
+    }
+
     func testShardsCoverEachEpochExactlyOnce() {
         for replicas in [1, 2, 3, 4] {
             let s = EpochSampler(count: 103, batchSize: 10, seed: 1, dropLast: false)
@@ -45,6 +58,26 @@ final class SamplingTests: XCTestCase {
         let px = Array(d.pixels(2))
         for k in [0, 17, 89] { XCTAssertEqual(b.images[0].data[k], (Float(px[k]) / 255 - 0.5) / 0.25, accuracy: 1e-5) }
         XCTAssertNil(makeBatch(d.unlabeled(), items: [0], augmentation: .none, seed: 1, epoch: 0, step: 0).labels)
+    }
+
+    /// Reflection padding (torchvision's padding_mode='reflect', FFL's loader): every pixel of the crop is a pixel of
+    /// the image, mirrored about the border pixel without repeating it; an 8-pixel ramp padded by 3 and shifted by
+    /// the crop to the far left starts 3 2 1 0 1 2 3 4.
+    func testReflectionPaddingMirrorsTheBorder() {
+        let store = ImageStore(pixels: (0..<64).map { UInt8($0) }, labels: [0], height: 8, width: 8, channels: 1)
+        let d = Dataset(name: "ramp", store: store, classes: 1, mean: [0], std: [1])
+        let aug = Augmentation(cropPadding: 3, padMode: .reflect)
+        var rows = Set<[Int]>()
+        for step in 0..<200 {
+            let out = makeBatch(d, items: [0], augmentation: aug, seed: 2, epoch: 0, step: step).images[0].array.map { Int(($0 * 255).rounded()) }
+            XCTAssertTrue(out.allSatisfy { (0..<64).contains($0) }, "only image pixels, no zeros of padding: \(out.prefix(8))")
+            // Columns within a row come from one row of the image: out[x] % 8 is the mirrored column.
+            rows.insert(out.prefix(8).map { $0 % 8 })
+        }
+        func mirrored(_ v: Int) -> Int { v < 0 ? -v : (v > 7 ? 14 - v : v) }
+        let expected = Set((-3...3).map { dx in (0..<8).map { mirrored($0 + dx) } })
+        XCTAssertEqual(rows, expected, "every horizontal shift of the reflected row, and only those")
+        XCTAssertTrue(rows.contains([3, 2, 1, 0, 1, 2, 3, 4]))
     }
 
     func testCropAndFlipMoveWholePixels() {

@@ -95,7 +95,9 @@ final class FeatureMethodTests: XCTestCase {
         XCTAssertEqual(method.termNames, ["ce", "kl", "hint"])
     }
 
-    /// Taps: the input block and each stage, the last one the map `head` pools; logits through them are the model's.
+    /// Taps: the input block and each stage, the last one the map `head` pools (WRN: after its final bn1·relu, so its
+    /// last tap is the raw block3 output, with negative values, as mdistiller's and RepDistiller's WRN feats); logits
+    /// through them are the model's.
     func testTaps() throws {
         for name in ["resnet8", "resnet8x4", "wrn16_2", "resnet20b"] {
             var g = Generator(seed: 2)
@@ -106,7 +108,11 @@ final class FeatureMethodTests: XCTestCase {
             XCTAssertEqual(taps.count, 4, name)
             XCTAssertEqual(taps.map { $0.shape[3] }, m.tapChannels, name)
             XCTAssertEqual(taps.map { $0.shape[1] }, [16, 16, 8, 4], name)
-            assertClose(m.head(taps.last!), m(x), rtol: 1e-5, atol: 1e-6, name)
+            assertClose(m.head(m.finalMap(lastTap: taps.last!)), m(x), rtol: 1e-5, atol: 1e-6, name)
+            let f = m.tapForward(x)
+            assertClose(f.logits, m(x), rtol: 1e-5, atol: 1e-6, name)
+            XCTAssertEqual(f.pooled.shape, [2, m.pooledChannels], name)
+            if name.hasPrefix("wrn") { XCTAssertLessThan(taps.last!.array.min()!, 0, "\(name): the last tap is block3's raw output") }
             XCTAssertEqual(m.tapShapes(height: 16, width: 16, channels: 1), taps.map { Array($0.shape.dropFirst()) }, name)
         }
     }

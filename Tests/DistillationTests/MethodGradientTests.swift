@@ -197,9 +197,9 @@ final class MethodGradientTests: XCTestCase {
         XCTAssertEqual(Double(got), -want / Double(n), accuracy: 1e-4 * abs(want))
     }
 
-    /// OEC: students of widths 1, 2/3, 1/3 on a conv1·bn1 base; the teacher's CE, the stage-map MSE through the
-    /// adapters (student 0's maps not detached) and the KL terms, with respect to student 0's stages (reached by
-    /// the maps and the teacher), a small student, an adapter and the shared base.
+    /// OEC (BOC-KD's student_forward): 0.7·Σ_j CE of the students, the stage-map MSE through the adapters against
+    /// student 0's detached maps, and the KL terms, with respect to student 0's stages, a small student, an adapter
+    /// and the shared base; with our teacher CE on, the same check.
     func testOEC() throws {
         let names = (0..<3).map { OEC.studentModel("resnet8", $0, of: 3) }
         XCTAssertEqual(names, ["resnet8", "resnet8_w0.6666666666666666", "resnet8_w0.3333333333333333"])
@@ -208,14 +208,40 @@ final class MethodGradientTests: XCTestCase {
         var g = Generator(seed: 9)
         let adapters = (0..<3).map { j in j == 0 ? nil : StageAdapters(from: c.models[j].branchStageChannels, to: [16, 32, 64], generator: &g) }
         let m = OEC(student0Channels: [16, 32, 64], adapters: adapters)
+        XCTAssertEqual(m.termNames, ["ce_students", "feature_mse", "kl"])
         try check(m, c, [param(c.models[0], "layer1.0.conv2.weight"), param(c.models[0], "layer3.0.bn2.weight"),
                          param(c.models[2], "layer2.0.conv1.weight"), param(adapters[1]!, "stage2.weight"),
                          param(c.models[0], "bn1.bias")])
-        // Our option: each student's own CE at full weight beside the official terms.
-        let withCE = OEC(student0Channels: [16, 32, 64], adapters: adapters, studentCEWeight: 1)
-        XCTAssertEqual(withCE.termNames, ["ce_teacher", "feature_mse", "kl", "ce_students"])
+        // Our option: the teacher's CE beside the official terms.
+        let withCE = OEC(student0Channels: [16, 32, 64], adapters: adapters, teacherWeight: 0.7)
+        XCTAssertEqual(withCE.termNames, ["ce_students", "feature_mse", "kl", "ce_teacher"])
         try check(withCE, c, [param(c.models[1], "fc.weight"), param(c.models[2], "layer1.0.conv1.weight"),
                               param(c.models[0], "bn1.bias")])
+    }
+
+    /// OEC's objective term by term, as BOC-KD computes it: 0.7·Σ_j CE(z_j) (no CE of z_T), and student 0's stage
+    /// maps detached, so the feature terms send no gradient to student 0's stages (only its CE and KL do).
+    func testOECObjectiveIsTheOfficialOne() throws {
+        let names = (0..<3).map { OEC.studentModel("resnet8", $0, of: 3) }
+        let c = try cohort(names, sharesStem: true, stemEnd: 0)
+        var g = Generator(seed: 9)
+        let adapters = (0..<3).map { j in j == 0 ? nil : StageAdapters(from: c.models[j].branchStageChannels, to: [16, 32, 64], generator: &g) }
+        let x = randomTensor([8, 16, 16, 1], seed: 90)
+        let input = StepInput(images: Array(repeating: x, count: 3), labels: Self.labels, epoch: 5, step: 0, indices: Array(0..<8))
+        let full = try OEC(student0Channels: [16, 32, 64], adapters: adapters).step(input, cohort: c)
+        let logits = c.logits(x), teacher = meanLogits(logits)
+        let ce = logits.map { crossEntropy($0, labels: Self.labels).item }.reduce(0, +)
+        let kl = logits.map { klDivergence(student: $0, teacher: teacher, temperature: 2).item }.reduce(0, +)
+        XCTAssertEqual(full.terms["ce_students"]!, 0.7 * ce, accuracy: 1e-5 * ce)
+        XCTAssertEqual(full.terms["kl"]!, 0.15 * kl, accuracy: 1e-4 * max(kl, 1e-3))
+        XCTAssertEqual(full.objective.item, full.terms.values.reduce(0, +), accuracy: 1e-5 * full.objective.item)
+        // Only the feature terms: student 0's stage weights get no gradient through its (detached) maps.
+        let featureOnly = OEC(student0Channels: [16, 32, 64], adapters: adapters, featureWeight: 1, kdWeight: 0, studentCEWeight: 0)
+        let w0 = param(c.models[0], "layer2.0.conv1.weight").1, w1 = param(c.models[1], "layer2.0.conv1.weight").1
+        w0.zeroGrad(); w1.zeroGrad()
+        try featureOnly.step(input, cohort: c).objective.backward()
+        XCTAssertEqual(w0.grad.map { $0.array.map(abs).max()! } ?? 0, 0, "student 0's maps are detached in the feature terms")
+        XCTAssertGreaterThan(w1.grad!.array.map(abs).max()!, 0, "student 1 learns from them")
     }
 
     /// OKDHP on class logits: every branch's CE and KL to the aggregated ensemble (not detached) and the

@@ -84,6 +84,8 @@ final class ModelsTests: XCTestCase {
         XCTAssertEqual(mnames["blocks.6.0.conv.7.running_mean"], [160])
         XCTAssertEqual(mnames["conv2.0.weight"], [1280, 160, 1, 1])
         XCTAssertEqual(mnames["classifier.0.weight"], [10, 1280])
+        // The pooled feature is after the head convolution where there is one (mdistiller's pooled_feat).
+        XCTAssertEqual([vgg.pooledChannels, mob.pooledChannels], [512, 1280])
         for (m, sides, channels) in [(vgg, [32, 16, 8, 4, 4], [64, 128, 256, 512, 512]), (mob, [16, 16, 8, 4, 2], [16, 12, 16, 48, 160])] {
             m.eval()
             let x = randomTensor([2, 32, 32, 3], seed: 4)
@@ -110,6 +112,7 @@ final class ModelsTests: XCTestCase {
         XCTAssertEqual(v2names["layer2.7.bn3.running_var"], [116], "the basic block transforms half the channels")
         XCTAssertEqual(v2names["conv2.weight"], [1024, 464, 1, 1])
         XCTAssertEqual(v2names["linear.weight"], [10, 1024])
+        XCTAssertEqual([v1.pooledChannels, v2.pooledChannels], [960, 1024])
         for (m, channels) in [(v1, [24, 240, 480, 960]), (v2, [24, 116, 232, 464])] {
             m.eval()
             let x = randomTensor([2, 32, 32, 3], seed: 6)

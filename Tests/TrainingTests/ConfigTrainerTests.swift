@@ -27,6 +27,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(d.trainSubset, 20_000)
         // The resolved YAML reads back to the same config.
         XCTAssertEqual(try TrainConfig.parse(d.yaml, source: "resolved"), d)
+        XCTAssertFalse(d.dropLast, "the last partial batch is kept by default, as the official loaders do")
+        let r = try TrainConfig.parse("drop_last: true\ndataset:\n  augmentation: {crop_padding: 4, pad_mode: reflect, horizontal_flip: true}\n", source: "x.yaml")
+        XCTAssertEqual(r.augmentation, Augmentation(cropPadding: 4, padMode: .reflect, horizontalFlip: true))
+        XCTAssertTrue(r.dropLast)
+        XCTAssertEqual(try TrainConfig.parse(r.yaml, source: "resolved"), r)
     }
 
     func testUnknownKeysAndWrongTypesNameThePath() {
@@ -41,6 +46,8 @@ final class ConfigTests: XCTestCase {
             ("schedule:\n  name: linear\n", "schedule.name: expected cosine or multistep"),
             ("optimizer:\n  name: rmsprop\n", "optimizer.name: expected sgd or adam or adamw, got 'rmsprop'"),
             ("- 1\n- 2\n", "top level must be a mapping"),
+            ("dataset:\n  augmentation:\n    pad_mode: mirror\n", "dataset.augmentation.pad_mode: expected zeros or reflect, got 'mirror'"),
+            ("drop_last: sometimes\n", "drop_last: expected true or false"),
         ]
         for (text, expected) in cases {
             let m = message { _ = try TrainConfig.parse(text, source: "x.yaml") }

@@ -48,6 +48,31 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".tmp-\(getpid())"), "no temporary file left")
     }
 
+    /// A state dict without num_batches_tracked (PyTorch's load_state_dict accepts one) loads, each batch norm
+    /// keeping its count; `distill inspect` says which are absent.
+    func testStateDictWithoutBatchCountsLoads() throws {
+        var g = Generator(seed: 1)
+        let a = try ModelZoo.make("resnet8", classes: 10, generator: &g)
+        _ = a(Tensor.randn([2, 8, 8, 3], generator: &g))
+        let path = dir + "/no-counts.safetensors"
+        try SafeTensors.write(named: a.namedState().filter { !$0.0.hasSuffix("num_batches_tracked") }.map { ($0.0, $0.1.value) }, to: path)
+        let b = try ModelZoo.make("resnet8", classes: 10, generator: &g)
+        try b.loadSafeTensors(from: path)
+        for ((n, p), (_, q)) in zip(a.namedState(), b.namedState()) where !n.hasSuffix("num_batches_tracked") {
+            XCTAssertEqual(p.value.array, q.value.array, n)
+        }
+        XCTAssertEqual(b.namedState().first { $0.0 == "bn1.num_batches_tracked" }?.1.value.array, [0], "the model's own count is kept")
+        let (tensors, _) = try SafeTensors.read(path)
+        XCTAssertEqual(SafeTensors.batchNormsWithoutCount(tensors.map(\.0)).first, "bn1.")
+        XCTAssertEqual(SafeTensors.batchNormsWithoutCount(tensors.map(\.0)).count, a.namedState().filter { $0.0.hasSuffix("running_mean") }.count)
+        let r = runProcess(distillBinary, ["inspect", path])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("have no num_batches_tracked") && r.output.contains("load_state_dict"), r.output)
+        // Any other missing tensor is still an error.
+        try SafeTensors.write(named: a.namedState().filter { $0.0 != "bn1.running_var" }.map { ($0.0, $0.1.value) }, to: path)
+        XCTAssertTrue(message { try b.loadSafeTensors(from: path) }.contains("missing tensor 'bn1.running_var'"))
+    }
+
     func testLoadingChecksEveryNameAndShape() throws {
         var g = Generator(seed: 1)
         let r8 = try ModelZoo.make("resnet8", classes: 10, generator: &g)

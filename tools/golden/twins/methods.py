@@ -1,0 +1,234 @@
+"""PyTorch twins of the methods' official losses, one optimisation step each (tools/golden/generate.py runs them).
+
+A case is a config our trainer runs (YAML, with {DATA}, {OUT} and {TEACHER} for the Swift test to fill in) and a
+twin: from the golden weights (names as our run's: peerP.<state-dict name>, a shared stem under peer 0's names,
+peerP.module.<name>, method.<name>, teacher.<name>) on the golden batch, the loss terms our method reports and every
+tensor after one step of the official optimiser. The batch is 8 images of 32×32 in CIFAR-100's binary format,
+normalised as our loader does (uint8 · 1/(255·std) − mean/std in float32, our CIFAR-100 constants).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import golden_weights
+from twins import models
+
+N, CLASSES = 8, 100
+MEAN, STD = [0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]  # Sources/Datasets/Catalog.swift, cifar100
+LABELS = [(7 * i + 3) % CLASSES for i in range(N)]
+
+
+def images_u8():
+    return np.floor(golden_weights.uniforms("images", N * 32 * 32 * 3) * 256).astype(np.float32).reshape(N, 32, 32, 3)
+
+
+def batch():
+    """The normalised batch [N, 3, 32, 32] in float32, as Datasets/Augmentation.swift computes it."""
+    u8 = images_u8()
+    std, mean = np.array(STD, dtype=np.float32), np.array(MEAN, dtype=np.float32)
+    scale = np.float32(1) / (np.float32(255) * std)
+    shift = -mean / std
+    x = u8 * scale + shift
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def config(models_, method, optimizer, extra=""):
+    keys = "\n".join(f"  {k}: {v}" for k, v in method.items())
+    opt = "\n".join(f"  {k}: {v}" for k, v in optimizer.items())
+    return f"""seed: 0
+epochs: 1
+batch_size: {N}
+output: {{OUT}}
+tensorboard: false
+threads: 1
+dataset:
+  name: cifar100
+  path: {{DATA}}
+  augmentation: none
+models: [{", ".join(models_)}]
+method:
+{keys}
+optimizer:
+{opt}
+schedule:
+  name: multistep
+  milestones: []
+{extra}"""
+
+
+SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": "false"}
+
+
+def model(name, prefix, dtype):
+    m = models.build(name, CLASSES).to(dtype)
+    golden_weights.fill(m, prefix)
+    m.train()
+    return m
+
+
+def teacher(name, dtype):
+    t = model(name, "teacher.", dtype)
+    t.eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
+def kl_t(student, teacher_logits, T):
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), summed over classes, mean over the batch (mdistiller's kd_loss)."""
+    return F.kl_div(F.log_softmax(student / T, 1), F.softmax(teacher_logits / T, 1), reduction="none").sum(1).mean() * T * T
+
+
+def state(named):
+    """{golden name: tensor} of (prefix, module) pairs, parameters and buffers."""
+    out = {}
+    for prefix, m in named:
+        for k, v in m.state_dict().items():
+            out[prefix + k] = v.detach().clone()
+    return out
+
+
+# ---- independent: CE per peer (no official code: the plain baseline), SGD. -------------------------------------
+def independent(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    nets = [model("resnet8", f"peer{p}.", dtype) for p in range(2)]
+    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    ces = [F.cross_entropy(n(x)[0], y) for n in nets]
+    opt.zero_grad(); sum(ces).backward(); opt.step()
+    return {"ce": sum(c.item() for c in ces)}, state([(f"peer{p}.", n) for p, n in enumerate(nets)])
+
+
+# ---- kd: mdistiller@a08d46f mdistiller/distillers/KD.py (kd_loss; CE 0.1, KD 0.9, T 4). --------------------------
+def kd(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model("resnet8", "peer0.", dtype), teacher("resnet14", dtype)
+    opt = torch.optim.SGD(s.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    z = s(x)[0]
+    with torch.no_grad():
+        zt = t(x)[0]
+    ce, kl = F.cross_entropy(z, y), kl_t(z, zt, 4.0)
+    opt.zero_grad(); (0.1 * ce + 0.9 * kl).backward(); opt.step()
+    return {"ce": ce.item(), "kl": kl.item()}, state([("peer0.", s)])
+
+
+# ---- dkd: mdistiller@a08d46f mdistiller/distillers/DKD.py (dkd_loss; CE 1, α 1, β 8, T 4; epoch 1 of warm-up 1). -
+def dkd(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model("resnet8", "peer0.", dtype), teacher("resnet14", dtype)
+    opt = torch.optim.SGD(s.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    z = s(x)[0]
+    with torch.no_grad():
+        zt = t(x)[0]
+    T, alpha, beta = 4.0, 1.0, 8.0
+    gt = torch.zeros_like(z).scatter_(1, y.unsqueeze(1), 1).bool()
+    ps, pt = F.softmax(z / T, 1), F.softmax(zt / T, 1)
+    bs = torch.stack([(ps * gt).sum(1), (ps * ~gt).sum(1)], 1)
+    bt = torch.stack([(pt * gt).sum(1), (pt * ~gt).sum(1)], 1)
+    tckd = F.kl_div(torch.log(bs), bt, reduction="sum") * T * T / N
+    nckd = F.kl_div(F.log_softmax(z / T - 1000.0 * gt, 1), F.softmax(zt / T - 1000.0 * gt, 1), reduction="sum") * T * T / N
+    ce = F.cross_entropy(z, y)
+    w = min(1 / 1, 1.0)
+    opt.zero_grad(); (ce + w * (alpha * tckd + beta * nckd)).backward(); opt.step()
+    return {"ce": ce.item(), "kl": 0.0, "tckd": w * alpha * tckd.item(), "nckd": w * beta * nckd.item()}, state([("peer0.", s)])
+
+
+# ---- dml: the paper's objective (official code TensorFlow, YingZhangDUT/Deep-Mutual-Learning): ------------------
+# CE_i + 1/(P−1)·Σ_{j≠i} T²·KL(p_j ‖ p_i), targets detached, updated together (ours: the TF code sums and updates
+# the peers one after another).
+def dml(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    nets = [model(n, f"peer{p}.", dtype) for p, n in enumerate(["resnet8", "wrn16_1", "resnet8"])]
+    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    zs = [n(x)[0] for n in nets]
+    T, P = 3.0, len(nets)
+    total, ce_sum, kl_sum = 0, 0.0, 0.0
+    for i, z in enumerate(zs):
+        ce = F.cross_entropy(z, y)
+        kl = sum(kl_t(z, zs[j].detach(), T) for j in range(P) if j != i) / (P - 1)
+        total = total + ce + kl
+        ce_sum += ce.item(); kl_sum += kl.item()
+    opt.zero_grad(); total.backward(); opt.step()
+    return {"ce": ce_sum, "kl": kl_sum}, state([(f"peer{p}.", n) for p, n in enumerate(nets)])
+
+
+# ---- oec: Devwalkar/BOC-KD@d80a5a8 utils/Losses.py Combined_Loss.student_forward, models/ResNet_cifar.py ---------
+# (BaseNet = conv1·bn1·relu shared; student j's widths ⌊[16,32,64]·(N−j)/N⌋; z_T the mean of the students' logits;
+# student 0's block maps detached), tools/train.py (Adam 1e-3, wd 1e-5; the adapters, nn.Conv2d(c_j, c_0, 1), join the
+# optimiser after the first epoch: this step is epoch 0, so they stay). Names as ours: the base under peer 0's
+# conv1/bn1, `downsample` for the official `shortcut`, `fc` for `linear`, adapters peerJ.module.stageB.
+def oec(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    names = ["resnet8", "resnet8_w0.6666666666666666", "resnet8_w0.3333333333333333"]
+    widths = [[16, 32, 64], [10, 21, 42], [5, 10, 21]]
+    nets = [models.ResNet(8, CLASSES, widths=(16, *w)).to(dtype) for w in widths]
+    for p, n in enumerate(nets):
+        golden_weights.fill(n, f"peer{p}.")
+        n.train()
+    adapters = [None] + [torch.nn.ModuleList([torch.nn.Conv2d(widths[j][b], widths[0][b], 1).to(dtype) for b in range(3)]) for j in (1, 2)]
+    for j in (1, 2):
+        for b, conv in enumerate(adapters[j]):
+            golden_weights.fill(conv, f"peer{j}.module.stage{b + 1}.")
+    base = nets[0]  # the shared conv1·bn1 (peer 0's)
+    params = list(base.conv1.parameters()) + list(base.bn1.parameters())
+    for n in nets:
+        params += [p for k, p in n.named_parameters() if not k.startswith(("conv1.", "bn1."))]
+    opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-5)
+    h = F.relu(base.bn1(base.conv1(x)))
+    logits, maps = [], []
+    for j, n in enumerate(nets):
+        f1 = n.layer1(h); f2 = n.layer2(f1); f3 = n.layer3(f2)
+        logits.append(n.fc(F.adaptive_avg_pool2d(f3, 1).flatten(1)))
+        maps.append([f.detach() for f in (f1, f2, f3)] if j == 0 else [f1, f2, f3])
+    zt = sum(logits) / 3
+    ce = sum(F.cross_entropy(z, y) for z in logits)
+    mse = sum(F.mse_loss(adapters[j][b](maps[j][b]), maps[0][b]) for b in range(3) for j in (1, 2))
+    T = 2.0
+    target = F.softmax(zt.detach() / T, 1)
+    kl = sum(T * T * (target * (target.log() - F.log_softmax(z / T, 1))).sum(1).sum() / N for z in logits)
+    opt.zero_grad(); (0.7 * ce + 0.15 * mse + 0.15 * kl).backward(); opt.step()
+    out = state([(f"peer{p}.", n) for p, n in enumerate(nets)])
+    for k in [k for k in out if not k.startswith("peer0.") and k.split(".", 1)[1].startswith(("conv1.", "bn1."))]:
+        del out[k]  # the other students' unused copies of the base
+    for j in (1, 2):
+        for b, conv in enumerate(adapters[j]):
+            out.update(state([(f"peer{j}.module.stage{b + 1}.", conv)]))
+    return {"ce_students": 0.7 * ce.item(), "feature_mse": 0.15 * mse.item(), "kl": 0.15 * kl.item()}, out
+
+
+CASES = {
+    "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
+                               config=config(["resnet8", "resnet8"], {"name": "independent"}, SGD | {"nesterov": "false"})),
+    "method-kd": dict(twin=kd, teacher="resnet14", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/KD.py",
+                      config=config(["resnet8"], {"name": "kd", "temperature": 4, "alpha": 0.9, "teacher_model": "resnet14",
+                                                  "teacher_checkpoint": "{TEACHER}"}, SGD)),
+    "method-dkd": dict(twin=dkd, teacher="resnet14", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/DKD.py",
+                       config=config(["resnet8"], {"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4, "warmup_epochs": 1,
+                                                   "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD | {"lr": 0.05})),
+    "method-dml": dict(twin=dml, official="the paper's objective (YingZhangDUT/Deep-Mutual-Learning is TensorFlow)",
+                       config=config(["resnet8", "wrn16_1", "resnet8"], {"name": "dml", "temperature": 3}, SGD | {"nesterov": "true"})),
+    # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
+    # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
+    "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
+                       after_floor=1e-3 * 1e-3,
+                       config=config(["resnet8", "resnet8", "resnet8"], {"name": "oec"},
+                                     {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5})),
+}
+
+
+def run_case(case, spec, twice):
+    torch.set_default_dtype(torch.float64)
+
+    def run(dtype):
+        terms, after = spec["twin"](dtype)
+        out = {"term." + k: torch.tensor([float(v)], dtype=torch.float64) for k, v in terms.items()}
+        out.update({"after." + k: v.to(torch.float64) for k, v in after.items()})
+        return out
+
+    ref, noise = twice(run)
+    tensors = {"images": images_u8(), "labels": np.array(LABELS, dtype=np.float32)}
+    tensors.update(ref)
+    metadata = {"config": spec["config"], "official": spec["official"], "after_floor": spec.get("after_floor", 0.0)}
+    if "teacher" in spec:
+        metadata["teacher"] = spec["teacher"]
+    metadata.update({"noise_" + k: v for k, v in noise.items()})
+    return tensors, metadata
