@@ -259,11 +259,11 @@ public func rampUpWeight(epoch: Int, length: Int) -> Float {
 /// of the shared terms); returns the objective, each peer's loss, and the CE and KL terms summed over the peers.
 /// `target` must be detached.
 public func addPeerTerms(to shared: Tensor, logits: [Tensor], labels: [Int], target: Tensor, temperature: Float,
-                         weight w: Float) -> (objective: Tensor, losses: [Float], ce: Float, kl: Float) {
+                         weight w: Float, targetEpsilon: Float = 0) -> (objective: Tensor, losses: [Float], ce: Float, kl: Float) {
     var total = shared, losses: [Float] = [], ce: Float = 0, kl: Float = 0
     for z in logits {
         let c = crossEntropy(z, labels: labels)
-        let d = klDivergence(student: z, teacher: target, temperature: temperature)
+        let d = klDivergence(student: z, teacher: target, temperature: temperature, targetEpsilon: targetEpsilon)
         let loss = c + d * w
         total = total + loss
         ce += c.item; kl += d.item; losses.append(loss.item)

@@ -5,8 +5,9 @@
 //   g = softmax(ReLU(BN1d(W · AvgPool(stem(x)))))        (W: stem channels → P, named control_v1 / bn_v1)
 //   z_e = Σ_i g_i · z_i
 //   L = Σ_i CE(y, z_i) + CE(y, z_e) + w(t) · Σ_i T² · KL(softmax(z_e / T) ‖ softmax(z_i / T)),   T = 3,
-// with z_e detached in the KL terms, and w(t) = exp(−5(1 − t/L)²) the sigmoid ramp-up over L epochs (80 in
-// the official code, Lan1991Xu/ONE_NeurIPS2018 `train.py` and `models/resnet.py`).
+// with z_e detached in the KL terms and its softmax shifted by 1e-7 (not renormalised) as the official KLLoss
+// does, and w(t) = exp(−5(1 − t/L)²) the sigmoid ramp-up over L epochs (80). Followed:
+// Lan1991Xu/ONE_NeurIPS2018@54afde3 `cifar_one.py`, `models/cifar/resnet.py` (ONE_ResNet), `loss/kl_loss.py`.
 // Distributed: the branch logits are gathered with the differentiable allgather, so CE(z_e) — computed on
 // every rank and weighted 1/R there — trains the gate, the stem and every branch exactly as in one process.
 import Foundation
@@ -61,7 +62,7 @@ public final class ONE: DistillationMethod {
         let ceE = crossEntropy(ze, labels: labels)
         let w = rampUpWeight(epoch: input.epoch, length: rampUpEpochs)
         let p = addPeerTerms(to: ceE * cohort.sharedScale, logits: logits, labels: labels, target: target,
-                             temperature: temperature, weight: w)
+                             temperature: temperature, weight: w, targetEpsilon: 1e-7)
         return StepResult(objective: p.objective, peerLogits: logits, peerLoss: p.losses,
                           terms: ["ce": p.ce, "ce_ensemble": ceE.item * cohort.sharedScale, "kl": p.kl], teacherLogits: target)
     }

@@ -48,8 +48,11 @@ public func crossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing eps: Fl
 }
 
 /// Hinton's distillation term T²·KL(softmax(t/T) ‖ softmax(s/T)), summed over classes and divided by N
-/// (`batchmean`). Gradients flow to the student, and to the teacher too unless it is detached.
-public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float = 1) -> Tensor {
+/// (`batchmean`). Gradients flow to the student, and to the teacher too unless it is detached. With
+/// `targetEpsilon` ε > 0 the target is p_t + ε (not renormalised), T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N, as
+/// ONE's official KLLoss computes it; the teacher must then be detached.
+public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float = 1, targetEpsilon: Float = 0) -> Tensor {
+    if targetEpsilon > 0 { return klDivergenceShiftedTarget(student: student, teacher: teacher, temperature: T, epsilon: targetEpsilon) }
     precondition(student.shape == teacher.shape && student.rank == 2,
                  "klDivergence: student \(student.shape) and teacher \(teacher.shape) must both be [N, C]")
     precondition(T > 0, "klDivergence: temperature must be positive, got \(T)")
@@ -85,6 +88,42 @@ public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float 
                     let i = r * c + j
                     gt[i] += g * Foundation.exp(lt.data[i]) * ((lt.data[i] - ls.data[i]) - rowKL[r])
                 }
+            }
+        }
+    }
+    return out
+}
+
+/// T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N for a detached teacher: ∂/∂s_j = T·(Σ_k (p_t,k + ε)·p_s,j − (p_t,j + ε))/N.
+func klDivergenceShiftedTarget(student: Tensor, teacher: Tensor, temperature T: Float, epsilon: Float) -> Tensor {
+    precondition(student.shape == teacher.shape && student.rank == 2,
+                 "klDivergence: student \(student.shape) and teacher \(teacher.shape) must both be [N, C]")
+    precondition(!teacher.requiresGrad, "klDivergence: a target shifted by targetEpsilon must be detached")
+    let n = student.shape[0], c = student.shape[1]
+    let ls = Tensor(uninitialized: [n, c]), lt = Tensor(uninitialized: [n, c])
+    logSoftmaxRows(student.data, rows: n, cols: c, scale: 1 / T, ls.data)
+    logSoftmaxRows(teacher.data, rows: n, cols: c, scale: 1 / T, lt.data)
+    var mass = [Float](repeating: 0, count: n)
+    var total = 0.0
+    for r in 0..<n {
+        var s = 0.0, m = 0.0
+        for j in 0..<c {
+            let q = Double(Foundation.exp(lt.data[r * c + j]) + epsilon)
+            s += q * (Foundation.log(q) - Double(ls.data[r * c + j]))
+            m += q
+        }
+        mass[r] = Float(m)
+        total += s
+    }
+    let factor = T * T / Float(max(n, 1))
+    let out = Tensor(scalar: Float(total) * factor)
+    out.record(inputs: [student]) { out in
+        guard student.requiresGrad else { return }
+        let g = out.grad!.data[0] * factor / T, gs = student.gradBuffer()
+        for r in 0..<n {
+            for j in 0..<c {
+                let i = r * c + j
+                gs[i] += g * (mass[r] * Foundation.exp(ls.data[i]) - (Foundation.exp(lt.data[i]) + epsilon))
             }
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import TestSupport
 import Tensors
 import XCTest
@@ -35,6 +36,16 @@ final class LossTests: XCTestCase {
         // Matches the composite: T²·mean_rows Σ softmax(t/T)·(logsoftmax(t/T) − logsoftmax(s/T))
         let composite = (((t / T).softmax() * ((t / T).logSoftmax() - (s / T).logSoftmax())).sum() * (T * T / 3))
         XCTAssertEqual(composite.item, ref, accuracy: 1e-5)
+    }
+
+    /// ONE's KLLoss: the target shifted by ε (not renormalised), T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N.
+    func testKLDivergenceWithShiftedTarget() {
+        let s = randomTensor([3, 5], seed: 7), t = randomTensor([3, 5], seed: 8).detached(), T: Float = 3, eps: Float = 1e-3
+        let p = (t / T).softmax().array, ls = (s / T).logSoftmax().array
+        var ref = 0.0
+        for i in 0..<15 { let q = Double(p[i] + eps); ref += q * (Foundation.log(q) - Double(ls[i])) }
+        XCTAssertEqual(Double(klDivergence(student: s, teacher: t, temperature: T, targetEpsilon: eps).item), ref * 9 / 3, accuracy: 1e-5)
+        gradCheck([s], eps: 1e-2, "kl shifted target") { klDivergence(student: $0[0], teacher: t, temperature: T, targetEpsilon: eps) }
     }
 
     func testMSE() {

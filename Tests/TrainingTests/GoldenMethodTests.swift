@@ -51,7 +51,10 @@ final class GoldenMethodTests: XCTestCase {
 
     func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let g = try GoldenFile("method-" + name)
-        let images = try g.tensor("images"), labels = try g.tensor("labels").array.map { Int($0) }
+        let labels = try g.tensor("labels").array.map { Int($0) }
+        // The batch's bytes: ⌊256·u⌋ of the weight rule's uniforms for "images", [N, 32, 32, 3] (as the generator).
+        let images = Tensor(shape: [labels.count, 32, 32, 3],
+                            values: GoldenWeights.uniforms("images", labels.count * 32 * 32 * 3).map { Float(($0 * 256).rounded(.down)) })
         for split in ["train", "test"] { try writeCIFAR100(images, labels: labels, to: dir + "/data/\(split).bin") }
         var yaml = try XCTUnwrap(g.metadata["config"], "\(name): no config")
         if let teacher = g.metadata["teacher"] {
@@ -91,4 +94,7 @@ final class GoldenMethodTests: XCTestCase {
     func testDKD() throws { try check("dkd") }
     func testDML() throws { try check("dml") }
     func testOEC() throws { try check("oec") }
+    func testFitNets() throws { try check("fitnets") }
+    func testAT() throws { try check("at") }
+    func testONE() throws { try check("one") }
 }

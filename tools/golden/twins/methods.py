@@ -3,8 +3,9 @@
 A case is a config our trainer runs (YAML, with {DATA}, {OUT} and {TEACHER} for the Swift test to fill in) and a
 twin: from the golden weights (names as our run's: peerP.<state-dict name>, a shared stem under peer 0's names,
 peerP.module.<name>, method.<name>, teacher.<name>) on the golden batch, the loss terms our method reports and every
-tensor after one step of the official optimiser. The batch is 8 images of 32×32 in CIFAR-100's binary format,
-normalised as our loader does (uint8 · 1/(255·std) − mean/std in float32, our CIFAR-100 constants).
+tensor after one step of the official optimiser. The batch is 8 images of 32×32 in CIFAR-100's binary format, whose
+bytes are ⌊256·u⌋ of the weight rule's uniforms for the name "images" (NHWC order; not stored, the Swift test draws
+them too), normalised as our loader does (uint8 · 1/(255·std) − mean/std in float32, our CIFAR-100 constants).
 """
 import numpy as np
 import torch
@@ -59,8 +60,14 @@ schedule:
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": "false"}
 
 
+# A small peer keeps the reference files small: resnet8 at a quarter of the stage widths (16 → 4, 8, 16 channels).
+SMALL, SMALL_WIDTHS = "resnet8_w0.25", (16, 4, 8, 16)
+HALF, HALF_WIDTHS = "resnet8_w0.5", (16, 8, 16, 32)
+
+
 def model(name, prefix, dtype):
-    m = models.build(name, CLASSES).to(dtype)
+    widths = {SMALL: SMALL_WIDTHS, HALF: HALF_WIDTHS}.get(name)
+    m = (models.ResNet(8, CLASSES, widths=widths) if widths else models.build(name, CLASSES)).to(dtype)
     golden_weights.fill(m, prefix)
     m.train()
     return m
@@ -91,7 +98,7 @@ def state(named):
 # ---- independent: CE per peer (no official code: the plain baseline), SGD. -------------------------------------
 def independent(dtype):
     x, y = batch().to(dtype), torch.tensor(LABELS)
-    nets = [model("resnet8", f"peer{p}.", dtype) for p in range(2)]
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(2)]
     opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
     ces = [F.cross_entropy(n(x)[0], y) for n in nets]
     opt.zero_grad(); sum(ces).backward(); opt.step()
@@ -101,7 +108,7 @@ def independent(dtype):
 # ---- kd: mdistiller@a08d46f mdistiller/distillers/KD.py (kd_loss; CE 0.1, KD 0.9, T 4). --------------------------
 def kd(dtype):
     x, y = batch().to(dtype), torch.tensor(LABELS)
-    s, t = model("resnet8", "peer0.", dtype), teacher("resnet14", dtype)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
     opt = torch.optim.SGD(s.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     z = s(x)[0]
     with torch.no_grad():
@@ -114,7 +121,7 @@ def kd(dtype):
 # ---- dkd: mdistiller@a08d46f mdistiller/distillers/DKD.py (dkd_loss; CE 1, α 1, β 8, T 4; epoch 1 of warm-up 1). -
 def dkd(dtype):
     x, y = batch().to(dtype), torch.tensor(LABELS)
-    s, t = model("resnet8", "peer0.", dtype), teacher("resnet14", dtype)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
     opt = torch.optim.SGD(s.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     z = s(x)[0]
     with torch.no_grad():
@@ -137,7 +144,7 @@ def dkd(dtype):
 # the peers one after another).
 def dml(dtype):
     x, y = batch().to(dtype), torch.tensor(LABELS)
-    nets = [model(n, f"peer{p}.", dtype) for p, n in enumerate(["resnet8", "wrn16_1", "resnet8"])]
+    nets = [model(n, f"peer{p}.", dtype) for p, n in enumerate([SMALL, HALF, SMALL])]
     opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     zs = [n(x)[0] for n in nets]
     T, P = 3.0, len(nets)
@@ -195,17 +202,101 @@ def oec(dtype):
     return {"ce_students": 0.7 * ce.item(), "feature_mse": 0.15 * mse.item(), "kl": 0.15 * kl.item()}, out
 
 
+# ---- fitnets: mdistiller@a08d46f mdistiller/distillers/FitNet.py and _common.py (ConvReg: conv with bias → BN → ReLU;
+# hint layer 2, FEAT_WEIGHT 100, CE 1); the teacher a WRN, whose tap 2 is block2's raw output. -------------------
+def fitnets(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model(SMALL, "peer0.", dtype), teacher("wrn16_2", dtype)
+    conv, bn = torch.nn.Conv2d(8, 64, (1, 1)).to(dtype), torch.nn.BatchNorm2d(64).to(dtype)
+    golden_weights.fill(conv, "peer0.module.conv."); golden_weights.fill(bn, "peer0.module.bn.")
+    opt = torch.optim.SGD(list(s.parameters()) + list(conv.parameters()) + list(bn.parameters()), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    z, taps, _ = s(x)
+    with torch.no_grad():
+        _, ttaps, _ = t(x)
+    ce = F.cross_entropy(z, y)
+    hint = 100 * F.mse_loss(F.relu(bn(conv(taps[2]))), ttaps[2])
+    opt.zero_grad(); (ce + hint).backward(); opt.step()
+    return {"ce": ce.item(), "kl": 0.0, "hint": hint.item()}, state([("peer0.", s), ("peer0.module.conv.", conv), ("peer0.module.bn.", bn)])
+
+
+# ---- at: mdistiller@a08d46f mdistiller/distillers/AT.py (p 2, FEAT_WEIGHT 1000, CE 1, feats[1:]); a WRN teacher. -----
+def at(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model(SMALL, "peer0.", dtype), teacher("wrn16_2", dtype)
+    opt = torch.optim.SGD(s.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    z, taps, _ = s(x)
+    with torch.no_grad():
+        _, ttaps, _ = t(x)
+
+    def a(f):
+        return F.normalize(f.pow(2).mean(1).reshape(f.size(0), -1))
+
+    def stage(fs, ft):
+        if fs.shape[2] > ft.shape[2]:
+            fs = F.adaptive_avg_pool2d(fs, (ft.shape[2], ft.shape[2]))
+        elif fs.shape[2] < ft.shape[2]:
+            ft = F.adaptive_avg_pool2d(ft, (fs.shape[2], fs.shape[2]))
+        return (a(fs) - a(ft)).pow(2).mean()
+
+    ce = F.cross_entropy(z, y)
+    att = 1000 * sum(stage(fs, ft) for fs, ft in zip(taps[1:], ttaps[1:]))
+    opt.zero_grad(); (ce + att).backward(); opt.step()
+    return {"ce": ce.item(), "kl": 0.0, "attention": att.item()}, state([("peer0.", s)])
+
+
+# ---- one: Lan1991Xu/ONE_NeurIPS2018@54afde3 models/cifar/resnet.py ONE_ResNet (conv1..layer2 shared; gate
+# control_v1 → bn_v1 (BatchNorm1d) → ReLU → softmax on the pooled layer2 output; layer3_i, classfier3_i per branch),
+# cifar_one.py (Σ CE(z_i) + CE(z_e) + w·Σ KLLoss(z_i, z_e); SGD momentum 0.9, no Nesterov) and loss/kl_loss.py
+# (T 3, target softmax(z_e/T) + 1e-7, detached). w = 1 (past the ramp-up). Names as ours: peerI.layer3 / peerI.fc
+# for layer3_i / classfier3_i, the stem under peer 0's names, the gate method.control_v1 / method.bn_v1.
+def one(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(3)]
+    fc, bnv = torch.nn.Linear(8, 3).to(dtype), torch.nn.BatchNorm1d(3).to(dtype)
+    golden_weights.fill(fc, "method.control_v1."); golden_weights.fill(bnv, "method.bn_v1.")
+    stem = nets[0]
+    params = [p for k, p in stem.named_parameters()] + list(fc.parameters()) + list(bnv.parameters())
+    for n in nets[1:]:
+        params += list(n.layer3.parameters()) + list(n.fc.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+    g = F.softmax(F.relu(bnv(fc(F.adaptive_avg_pool2d(h, 1).flatten(1)))), dim=1)
+    zs = [n.fc(F.adaptive_avg_pool2d(n.layer3(h), 1).flatten(1)) for n in nets]
+    ze = sum(g[:, i:i + 1] * zs[i] for i in range(3))
+    T = 3.0
+    target = (F.softmax(ze / T, 1) + 1e-7).detach()
+    kls = [T * T * (target * (target.log() - F.log_softmax(z / T, 1))).sum(1).sum() / N for z in zs]
+    ces = [F.cross_entropy(z, y) for z in zs]
+    ce_e = F.cross_entropy(ze, y)
+    opt.zero_grad(); (sum(ces) + ce_e + sum(kls)).backward(); opt.step()
+    out = state([("peer0.", stem)])
+    for p, n in enumerate(nets[1:], start=1):
+        out.update(state([(f"peer{p}.layer3.", n.layer3), (f"peer{p}.fc.", n.fc)]))
+    out.update(state([("method.control_v1.", fc), ("method.bn_v1.", bnv)]))
+    return {"ce": sum(c.item() for c in ces), "ce_ensemble": ce_e.item(), "kl": sum(k.item() for k in kls)}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
-                               config=config(["resnet8", "resnet8"], {"name": "independent"}, SGD | {"nesterov": "false"})),
+                               config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
     "method-kd": dict(twin=kd, teacher="resnet14", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/KD.py",
-                      config=config(["resnet8"], {"name": "kd", "temperature": 4, "alpha": 0.9, "teacher_model": "resnet14",
+                      config=config([SMALL], {"name": "kd", "temperature": 4, "alpha": 0.9, "teacher_model": "resnet14",
                                                   "teacher_checkpoint": "{TEACHER}"}, SGD)),
     "method-dkd": dict(twin=dkd, teacher="resnet14", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/DKD.py",
-                       config=config(["resnet8"], {"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4, "warmup_epochs": 1,
+                       config=config([SMALL], {"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4, "warmup_epochs": 1,
                                                    "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD | {"lr": 0.05})),
     "method-dml": dict(twin=dml, official="the paper's objective (YingZhangDUT/Deep-Mutual-Learning is TensorFlow)",
-                       config=config(["resnet8", "wrn16_1", "resnet8"], {"name": "dml", "temperature": 3}, SGD | {"nesterov": "true"})),
+                       config=config([SMALL, HALF, SMALL], {"name": "dml", "temperature": 3}, SGD | {"nesterov": "true"})),
+    "method-fitnets": dict(twin=fitnets, teacher="wrn16_2",
+                           official="megvii-research/mdistiller@a08d46f mdistiller/distillers/FitNet.py, _common.py (ConvReg)",
+                           config=config([SMALL], {"name": "fitnets", "hint_layer": 2, "feat_weight": 100, "ce_weight": 1,
+                                                   "teacher_model": "wrn16_2", "teacher_checkpoint": "{TEACHER}"}, SGD | {"lr": 0.05})),
+    "method-at": dict(twin=at, teacher="wrn16_2", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/AT.py",
+                      config=config([SMALL], {"name": "at", "feat_weight": 1000, "ce_weight": 1,
+                                              "teacher_model": "wrn16_2", "teacher_checkpoint": "{TEACHER}"}, SGD | {"lr": 0.05})),
+    "method-one": dict(twin=one, official="Lan1991Xu/ONE_NeurIPS2018@54afde3 cifar_one.py, models/cifar/resnet.py, loss/kl_loss.py",
+                       config=config([SMALL, SMALL, SMALL], {"name": "one", "temperature": 3, "rampup_epochs": 0},
+                                     SGD | {"weight_decay": 1e-4})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
@@ -225,7 +316,7 @@ def run_case(case, spec, twice):
         return out
 
     ref, noise = twice(run)
-    tensors = {"images": images_u8(), "labels": np.array(LABELS, dtype=np.float32)}
+    tensors = {"labels": np.array(LABELS, dtype=np.float32)}
     tensors.update(ref)
     metadata = {"config": spec["config"], "official": spec["official"], "after_floor": spec.get("after_floor", 0.0)}
     if "teacher" in spec:
