@@ -15,6 +15,7 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
     case labelOutOfRange(path: String, index: Int, label: Int, classes: Int)
     case badSubset(String)
     case unknownDataset(String)
+    case badNormalization(channels: Int, mean: [Float], std: [Float])
 
     public var description: String {
         switch self {
@@ -38,6 +39,8 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
             return message
         case let .unknownDataset(name):
             return "unknown dataset '\(name)'; expected one of: cifar10, cifar100, fashion-mnist, mnist"
+        case let .badNormalization(channels, mean, std):
+            return "normalisation needs one mean and one positive std per channel (\(channels)), got mean \(mean) and std \(std)"
         }
     }
 }
@@ -90,6 +93,14 @@ public struct Dataset {
     public func pixels(_ i: Int) -> ArraySlice<UInt8> {
         let start = indices[i] * store.imageBytes
         return store.pixels[start..<(start + store.imageBytes)]
+    }
+
+    /// This view normalised with other per-channel statistics (an official code's constants).
+    public func normalized(mean: [Float], std: [Float]) throws -> Dataset {
+        guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
+            throw DatasetError.badNormalization(channels: channels, mean: mean, std: std)
+        }
+        return Dataset(name: name, store: store, indices: indices, isLabeled: isLabeled, classes: classes, mean: mean, std: std)
     }
 
     func with(indices: [Int], isLabeled: Bool? = nil, name: String? = nil) -> Dataset {

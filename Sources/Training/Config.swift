@@ -32,6 +32,9 @@ public struct TrainConfig: Equatable {
     public var padTo = 0
     /// nil: the dataset's standard augmentation.
     public var augmentation: Augmentation?
+    /// Per-channel normalisation (pixels in [0, 1]); nil: the catalog's statistics of the dataset. Recipes give the
+    /// constants their official code uses.
+    public var normalizationMean: [Float]?, normalizationStd: [Float]?
     /// Images without labels that join every batch (label-free methods only).
     public var unlabeledDataset: String?, unlabeledPath: String?, unlabeledSplit = "train"
     public var unlabeledSubset = 0, unlabeledPerBatch = 0
@@ -92,6 +95,8 @@ public struct TrainConfig: Equatable {
         .int("dataset.validation", \.validation, min: 0),
         .int("dataset.pad_to", \.padTo, min: 0),
         augmentationField,
+        numberList("dataset.mean", \.normalizationMean),
+        numberList("dataset.std", \.normalizationStd),
         .optionalString("dataset.unlabeled.name", \.unlabeledDataset, "a dataset name"),
         .optionalString("dataset.unlabeled.path", \.unlabeledPath, "a directory path"),
         .choice("dataset.unlabeled.split", \.unlabeledSplit, ["train", "test"]),
@@ -147,6 +152,16 @@ public struct TrainConfig: Equatable {
             guard let a = c.augmentation else { return "standard" }
             return ["crop_padding": a.cropPadding, "pad_mode": a.padMode.rawValue, "horizontal_flip": a.horizontalFlip, "cutout": a.cutout] as [String: Any]
         })
+
+    /// An optional list of numbers (one per image channel).
+    static func numberList(_ path: String, _ kp: WritableKeyPath<TrainConfig, [Float]?>) -> Field {
+        Field(path: path, expected: "a list of numbers, one per channel",
+              read: { c, v, r in
+                  guard let list = v as? [Any], !list.isEmpty else { throw r.fail(path, "a list of numbers, one per channel", v) }
+                  c[keyPath: kp] = try list.enumerated().map { try r.number($0.element, "\(path)[\($0.offset)]", min: 0) }
+              },
+              write: { $0[keyPath: kp] })
+    }
 
     /// `models: [a, b]`, or `model: a` for one.
     static let modelsField = Field(

@@ -99,6 +99,14 @@ public final class Experiment {
         if let t = config.threads { Threads.set(t) }
         var trainSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .train)
         var testSet = try DatasetCatalog.load(config.dataset, path: config.datasetPath, split: .test)
+        if config.normalizationMean != nil || config.normalizationStd != nil {
+            guard let mean = config.normalizationMean, let std = config.normalizationStd else {
+                throw ConfigError("dataset.mean and dataset.std come together (one value per channel each)")
+            }
+            do {
+                trainSet = try trainSet.normalized(mean: mean, std: std); testSet = try testSet.normalized(mean: mean, std: std)
+            } catch { throw ConfigError("dataset.mean / dataset.std: \(error)") }
+        }
         if config.trainSubset > 0 { trainSet = try trainSet.subset(count: config.trainSubset) }
         if config.testSubset > 0 { testSet = try testSet.subset(count: config.testSubset) }
         if config.padTo > 0 {
@@ -122,6 +130,9 @@ public final class Experiment {
             // files (padding keeps the order), so its indices, and the validation split's, are file positions.
             if let held = validation, name == config.dataset, config.unlabeledPath == config.datasetPath, config.unlabeledSplit == "train" {
                 u = u.excluding(indices: Set(held.indices))
+            }
+            if let mean = config.normalizationMean, let std = config.normalizationStd {
+                do { u = try u.normalized(mean: mean, std: std) } catch { throw ConfigError("dataset.mean / dataset.std: \(error)") }
             }
             if config.unlabeledSubset > 0 { u = try u.subset(count: config.unlabeledSubset) }
             if config.padTo > 0 {
