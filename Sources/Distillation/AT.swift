@@ -26,7 +26,7 @@ public func attentionTransferLoss(student: [Tensor], teacher: [Tensor]) -> Tenso
 
 public final class AT: FeatureDistillation {
     public static let spec = MethodSpec(
-        name: "at", summary: "Zagoruyko & Komodakis 2017: match each stage's spatial attention map, β·Σ MSE (mdistiller's AT)",
+        name: "at", officialEvaluation: "the student's best epoch (mdistiller)", summary: "Zagoruyko & Komodakis 2017: match each stage's spatial attention map, β·Σ MSE (mdistiller's AT)",
         keys: FeatureDistillation.commonKeys + [
             OptionKey("feat_weight", .number(min: 0, max: nil, openMin: false), default: .number(1000), help: "weight β of the attention terms")],
         dataParallel: true) { c, _ in

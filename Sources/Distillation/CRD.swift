@@ -51,7 +51,7 @@ public final class CRDMemory: Module {
 
 public final class CRD: FeatureDistillation {
     public static let spec = MethodSpec(
-        name: "crd", summary: "Tian et al. 2020: contrast student and teacher embeddings against memory banks of the training set (mdistiller's CRD)",
+        name: "crd", officialEvaluation: "the student's best epoch (mdistiller, RepDistiller)", summary: "Tian et al. 2020: contrast student and teacher embeddings against memory banks of the training set (mdistiller's CRD)",
         keys: FeatureDistillation.commonKeys + [
             OptionKey("feat_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.8), help: "weight β of the two contrastive terms"),
             OptionKey("embedding_dim", .int(min: 1), default: .int(128), help: "dimension of the embeddings and banks"),

@@ -105,7 +105,7 @@ public final class CSSNetwork: Classifier {
 
 public final class CSS: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "css", summary: "Fan et al. 2022: two multi-branch networks, masked branches on joint labels, KD weighted by the CE ratio",
+        name: "css", officialEvaluation: "the best epoch of A, of B and of their ensemble, each (train.py)", summary: "Fan et al. 2022: two multi-branch networks, masked branches on joint labels, KD weighted by the CE ratio",
         keys: [.temperature(3), OptionKey("branches", .int(min: 2), default: .int(3), help: "branches n per network (at most 4 masks)")],
         dataParallel: true,
         makePeer: { c, p, g in

@@ -33,7 +33,7 @@ public func decoupledKDLoss(student zs: Tensor, teacher zt: Tensor, labels: [Int
 
 public final class DKD: FeatureDistillation {
     public static let spec = MethodSpec(
-        name: "dkd", summary: "Zhao et al. 2022: KD decoupled into target-class and non-target-class terms, α·TCKD + β·NCKD (mdistiller's DKD)",
+        name: "dkd", officialEvaluation: "the student's best epoch (mdistiller)", summary: "Zhao et al. 2022: KD decoupled into target-class and non-target-class terms, α·TCKD + β·NCKD (mdistiller's DKD)",
         keys: [.teacherModel, .teacherCheckpoint,
                OptionKey("ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight of the student's cross-entropy"),
                OptionKey("kd_weight", .number(min: 0, max: nil, openMin: false), default: .number(0), help: "weight of Hinton's T²·KL(p_t ‖ p_s) beside DKD (0: off)"),

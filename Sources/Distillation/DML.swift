@@ -13,7 +13,7 @@ import Tensors
 
 public final class DML: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "dml", summary: "Zhang et al. 2018: CE + mean over the other peers of T²·KL(p_j ‖ p_i), others detached",
+        name: "dml", officialEvaluation: "each peer's top-1 (the TensorFlow code; PyTorch re-implementations report the best epoch)", summary: "Zhang et al. 2018: CE + mean over the other peers of T²·KL(p_j ‖ p_i), others detached",
         keys: [.temperature(1)], dataParallel: true) { c, _ in DML(temperature: c.options.number("temperature")) }
 
     public let name = "dml"

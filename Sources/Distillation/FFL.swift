@@ -42,7 +42,7 @@ public final class FusionSlice: Module {
 
 public final class FFL: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "ffl", summary: "Kim et al. 2019: peers of any architecture, a fusion module over their feature maps teaches and is taught",
+        name: "ffl", officialEvaluation: "no best epoch: the sub-networks and the fused classifier after the last epoch (train_FFL.py)", summary: "Kim et al. 2019: peers of any architecture, a fusion module over their feature maps teaches and is taught",
         keys: [.temperature(3), .rampUp,
                OptionKey("fusion_weight_decay", .number(min: 0, max: nil, openMin: false), default: .number(1e-5),
                          help: "weight decay of the fusion module (the official 1e-5; the networks use optimizer.weight_decay)"),

@@ -34,7 +34,7 @@ public final class ConvRegressor: Module {
 
 public final class FitNets: FeatureDistillation {
     public static let spec = MethodSpec(
-        name: "fitnets", summary: "Romero et al. 2015: a regressor from the student's hint tap to the teacher's, β·MSE (mdistiller's FitNet)",
+        name: "fitnets", officialEvaluation: "the student's best epoch (mdistiller)", summary: "Romero et al. 2015: a regressor from the student's hint tap to the teacher's, β·MSE (mdistiller's FitNet)",
         keys: FeatureDistillation.commonKeys + [
             OptionKey("hint_layer", .int(min: 0), default: .int(2), help: "the tap both networks are matched at (2: layer2's output in a CIFAR ResNet)"),
             OptionKey("feat_weight", .number(min: 0, max: nil, openMin: false), default: .number(100), help: "weight β of the hint's mean squared error")],

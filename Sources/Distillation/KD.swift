@@ -42,7 +42,7 @@ public final class FrozenTeacher {
 /// `kd`: each local peer is a student of the frozen teacher.
 public final class KDMethod: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "kd", summary: "Hinton et al. 2015: each peer a student of a frozen teacher, α·T²·KL(p_t ‖ p_s) + (1−α)·CE",
+        name: "kd", officialEvaluation: "the student's best epoch (mdistiller, RepDistiller)", summary: "Hinton et al. 2015: each peer a student of a frozen teacher, α·T²·KL(p_t ‖ p_s) + (1−α)·CE",
         keys: [.temperature(4), OptionKey("alpha", .number(min: 0, max: 1, openMin: false), default: .number(0.9), help: "weight α of the soft term"),
                .teacherModel, .teacherCheckpoint],
         dataParallel: true) { c, _ in

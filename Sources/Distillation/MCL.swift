@@ -28,7 +28,7 @@ import Tensors
 
 public final class MCL: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "mcl", summary: "Yang et al. 2021: branches on a conv1..layer1 stem, contrastive learning between every pair of branches' embeddings and memory banks",
+        name: "mcl", officialEvaluation: "the best of the branches and the ensemble, at the best epoch (test() returns the maximum)", summary: "Yang et al. 2021: branches on a conv1..layer1 stem, contrastive learning between every pair of branches' embeddings and memory banks",
         keys: [.temperature(3),
                OptionKey("nce_k", .int(min: 1), default: .int(256), help: "negatives per sample, drawn from other classes"),
                OptionKey("nce_t", .number(min: 0, max: nil, openMin: true), default: .number(0.1), help: "temperature τ of the contrastive scores"),

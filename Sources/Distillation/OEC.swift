@@ -53,7 +53,7 @@ public final class OEC: DistillationMethod {
     }
 
     public static let spec = MethodSpec(
-        name: "oec", summary: "Walawalkar et al. 2020: students of decreasing width on a shared base, taught by their mean and student 0's stage maps",
+        name: "oec", officialEvaluation: "the teacher (mean logits), tested every 10 epochs, its best (tools/train.py)", summary: "Walawalkar et al. 2020: students of decreasing width on a shared base, taught by their mean and student 0's stage maps",
         keys: [.temperature(2),
                OptionKey("student_ce_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.7), help: "weight of each student's CE(y, z_j)"),
                OptionKey("feature_weight", .number(min: 0, max: nil, openMin: false), default: .number(0.15), help: "weight of the stage-map MSE terms"),

@@ -18,7 +18,7 @@ import Tensors
 
 public final class OKDDip: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "okddip", summary: "Chen et al. 2020: peers learn from attention-weighted peer ensembles, the last peer (group leader) from their mean",
+        name: "okddip", officialEvaluation: "the group leader's top-1 at its best epoch (train_GL.py)", summary: "Chen et al. 2020: peers learn from attention-weighted peer ensembles, the last peer (group leader) from their mean",
         keys: [.temperature(3), .rampUp, OptionKey("alpha", .number(min: 0, max: nil, openMin: false), default: .number(1), help: "weight α of the distillation terms")], dataParallel: true) { c, g in
             OKDDip(featureChannels: try c.channels(ofPeer: 0).features, temperature: c.options.number("temperature"),
                    alpha: c.options.number("alpha"), rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)

@@ -17,7 +17,7 @@ import Tensors
 
 public final class ONE: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "one", summary: "Lan et al. 2018: branches on a shared stem, a gated ensemble teaches every branch",
+        name: "one", officialEvaluation: "branch 1's top-1 at its best epoch (cifar_one.py)", summary: "Lan et al. 2018: branches on a shared stem, a gated ensemble teaches every branch",
         keys: [.temperature(3), .rampUp], dataParallel: true) { c, g in
             ONE(peers: c.peers, stemChannels: try c.channels(ofPeer: 0).stem, temperature: c.options.number("temperature"),
                 rampUpEpochs: c.options.int("rampup_epochs"), generator: &g)

@@ -20,7 +20,7 @@ import Tensors
 
 public final class PCL: DistillationMethod {
     public static let spec = MethodSpec(
-        name: "pcl", summary: "Wu & Gong 2021: per-peer views through a shared stem, a peer-ensemble teacher and temporal-mean peer teachers",
+        name: "pcl", officialEvaluation: "the best peer mean teacher at its best epoch (the reproduction)", summary: "Wu & Gong 2021: per-peer views through a shared stem, a peer-ensemble teacher and temporal-mean peer teachers",
         keys: [.temperature(3), .rampUp,
                OptionKey("mean_teacher_decay", .number(min: 0, max: 1, openMin: false), default: .number(0.999), help: "largest EMA decay of the peer mean teachers")], dataParallel: true) { c, g in
             PCL(peers: c.peers, featureChannels: try c.channels(ofPeer: 0).features, classes: c.classes,

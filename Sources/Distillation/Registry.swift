@@ -167,13 +167,17 @@ public struct MethodSpec {
     /// The model name peer p's network goes by when the method derives it from the configured `models` (OEC's
     /// width-scaled students); nil: `models[p]`.
     public let peerModel: (([String], Int) -> String)?
+    /// How the paper's official code evaluates (which head, best or last epoch), for `distill report`; nil: not
+    /// known here.
+    public let officialEvaluation: String?
 
-    public init(name: String, summary: String, keys: [OptionKey] = [], dataParallel: Bool = false, labelFree: Bool = false,
-                makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)? = nil,
+    public init(name: String, officialEvaluation: String? = nil, summary: String, keys: [OptionKey] = [], dataParallel: Bool = false,
+                labelFree: Bool = false, makePeer: ((MethodContext, Int, inout Generator) throws -> Classifier)? = nil,
                 peerModel: (([String], Int) -> String)? = nil,
                 make: @escaping (MethodContext, inout Generator) throws -> DistillationMethod) {
         self.name = name; self.summary = summary; self.keys = keys; self.dataParallel = dataParallel
-        self.labelFree = labelFree; self.makePeer = makePeer; self.peerModel = peerModel; self.make = make
+        self.labelFree = labelFree; self.officialEvaluation = officialEvaluation
+        self.makePeer = makePeer; self.peerModel = peerModel; self.make = make
     }
 
     /// The model name of peer p of a cohort configured with `models`.

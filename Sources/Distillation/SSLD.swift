@@ -3,23 +3,51 @@
 //
 // The student learns from a frozen teacher's predictions alone — no ground-truth term — so unlabeled images can
 // be mixed into every batch. The loss is the one PaddleClas trains SSLD with (`ppcls/loss/dmlloss.py`, DMLLoss
-// on softmax outputs, T = 1): the symmetric KL divergence
-//   L = ½ · [ KL(p_t ‖ p_s) + KL(p_s ‖ p_t) ],   p = softmax(z),
-// each KL summed over classes and averaged over the batch (PaddleClas multiplies the elementwise cost by the
-// class count and takes the mean over all elements, which is the same). The teacher is frozen and detached;
-// both halves send gradients to the student. PaddleClas adds 1e-12 inside its logarithms; here the log-softmax
-// is computed directly, which needs no guard.
+// on softmax outputs, T = 1, ε = 1e-12): the symmetric KL divergence with ε inside the logarithms,
+//   L = (1/N) Σ_n Σ_c ½·[p_t·log((p_t + ε)/(p_s + ε)) + p_s·log((p_s + ε)/(p_t + ε))],   p = softmax(z),
+// (PaddleClas multiplies the elementwise cost by the class count and takes the mean over all elements, which is
+// the same). ε matters: a confident teacher's probabilities fall below 1e-12 (the golden batch's reach 1e-29), and
+// there the guarded logarithm is what the official loss computes. The teacher is frozen and detached; both halves
+// send gradients to the student.
 // Ours by choice: the teacher runs in evaluation mode (its running statistics); PaddleClas freezes its parameters
 // but leaves it in training mode, so its batch norms use each batch's statistics.
+import Foundation
 import Models
 import Tensors
 
 public struct SSLDLoss: Equatable {
+    /// PaddleClas's guard inside the logarithms.
+    public let epsilon: Float = 1e-12
     public init() {}
-    /// ½[KL(p_t ‖ p_s) + KL(p_s ‖ p_t)] for student logits and (detached) teacher logits, both [N, C].
+
+    /// The guarded ½[KL(p_t ‖ p_s) + KL(p_s ‖ p_t)] for student logits and (detached) teacher logits, both [N, C].
+    /// With g_c = ∂L/∂p_s,c = (log(p_s,c + ε) − log(p_t,c + ε) + p_s,c/(p_s,c + ε) − p_t,c/(p_s,c + ε))/(2N), the
+    /// gradient through the softmax is ∂L/∂z_j = p_s,j·(g_j − Σ_c p_s,c·g_c).
     public func callAsFunction(student: Tensor, teacher: Tensor) -> Tensor {
-        let t = teacher.detached()
-        return (klDivergence(student: student, teacher: t) + klDivergence(student: t, teacher: student)) * 0.5
+        precondition(student.shape == teacher.shape && student.rank == 2, "SSLDLoss: student \(student.shape) and teacher \(teacher.shape) must be [N, C]")
+        let n = student.shape[0], c = student.shape[1], eps = Double(epsilon)
+        let ps = student.detached().softmax(), pt = teacher.detached().softmax()
+        var total = 0.0
+        let g = Tensor(zeros: [n, c])
+        for r in 0..<n {
+            for j in 0..<c {
+                let i = r * c + j, s = Double(ps.data[i]), t = Double(pt.data[i])
+                let ls = Foundation.log(s + eps), lt = Foundation.log(t + eps)
+                total += 0.5 * (t * (lt - ls) + s * (ls - lt))
+                g.data[i] = Float(0.5 * (ls - lt + s / (s + eps) - t / (s + eps)) / Double(n))
+            }
+        }
+        let out = Tensor(scalar: Float(total / Double(n)))
+        out.record(inputs: [student]) { out in
+            guard student.requiresGrad else { return }
+            let scale = out.grad!.data[0], gz = student.gradBuffer()
+            for r in 0..<n {
+                var dot: Float = 0
+                for j in 0..<c { dot += ps.data[r * c + j] * g.data[r * c + j] }
+                for j in 0..<c { let i = r * c + j; gz[i] += scale * ps.data[i] * (g.data[i] - dot) }
+            }
+        }
+        return out
     }
 }
 

@@ -91,6 +91,7 @@ struct Report: ParsableCommand {
                     print("| \(i == 0 ? "`\(g.label)`" : "") | \(n) | \(g.runs.count) | \(pct(g.last[n]!)) | \(pct(g.best[n]!)) | \(epochs) |")
                 }
             }
+            printProtocols(outputs.map(\.method))
             return
         }
         for g in outputs {
@@ -102,6 +103,17 @@ struct Report: ParsableCommand {
                       + pct(g.best[n]!).padding(toLength: 17, withPad: " ", startingAt: 0) + epochs)
             }
         }
+        printProtocols(outputs.map(\.method))
+    }
+
+    /// Beside ours (every head, last and best epoch): how each method's official code evaluates.
+    func printProtocols(_ methods: [String]) {
+        var seen = Set<String>()
+        for m in methods where seen.insert(m).inserted {
+            guard let e = MethodRegistry.spec(m)?.officialEvaluation else { continue }
+            print("\n`\(m)`'s official evaluation: \(e); here every head at the last and at the best evaluated epoch.", terminator: "")
+        }
+        if !seen.isEmpty { print() }
     }
 
     /// Fails the command with a message naming the file.

@@ -29,6 +29,28 @@ final class SSLDTests: XCTestCase {
         XCTAssertEqual(SSLDLoss()(student: s, teacher: s).item, 0, accuracy: 1e-6, "zero when the predictions agree")
     }
 
+    /// PaddleClas's ε = 1e-12 inside the logarithms: where the teacher's probabilities fall far below it (logits
+    /// spread over ±40) the guarded loss, not the exact KL, is what the official code computes; the gradient there
+    /// by finite differences.
+    func testGuardedLogarithmsOfAConfidentTeacher() {
+        let s = randomTensor([3, 6], seed: 21), t = randomTensor([3, 6], seed: 22) * 40
+        var want = 0.0
+        for r in 0..<3 {
+            let zs = s.array[(r * 6)..<((r + 1) * 6)].map(Double.init), zt = t.array[(r * 6)..<((r + 1) * 6)].map(Double.init)
+            let ms = zs.max()!, mt = zt.max()!
+            let es = zs.map { Foundation.exp($0 - ms) }, et = zt.map { Foundation.exp($0 - mt) }
+            let ps = es.map { $0 / es.reduce(0, +) }, pt = et.map { $0 / et.reduce(0, +) }
+            for j in 0..<6 {
+                let a = Foundation.log(ps[j] + 1e-12), b = Foundation.log(pt[j] + 1e-12)
+                want += 0.5 * (pt[j] * (b - a) + ps[j] * (a - b))
+            }
+        }
+        XCTAssertEqual(Double(SSLDLoss()(student: s, teacher: t).item), want / 3, accuracy: 1e-5 * want)
+        let exact = (klDivergence(student: s, teacher: t) + klDivergence(student: t, teacher: s)).item * 0.5
+        XCTAssertGreaterThan(abs(Double(exact) - want / 3), 0.1, "the guard changes the value here")
+        gradCheck([s], eps: 1e-3, "ssld confident teacher") { SSLDLoss()(student: $0[0], teacher: t) }
+    }
+
     func testGradientsReachTheStudentOnly() {
         let s = randomTensor([4, 6], seed: 13), t = randomTensor([4, 6], seed: 14)
         t.requiresGrad = true

@@ -94,6 +94,7 @@ final class GoldenMethodTests: XCTestCase {
     func testDKD() throws { try check("dkd") }
     func testDML() throws { try check("dml") }
     func testOEC() throws { try check("oec") }
+    func testSSLD() throws { try check("ssld") }
     func testFitNets() throws { try check("fitnets") }
     func testAT() throws { try check("at") }
     func testONE() throws { try check("one") }

@@ -70,6 +70,10 @@ final class ReportTests: XCTestCase {
         let md = runProcess(distillBinary, ["report", a0, a1, "--markdown"])
         XCTAssertEqual(md.status, 0, md.output)
         XCTAssertTrue(md.output.contains("| `independent` | peer 0 (resnet8) | 2 | 70.00 ± 14.14 | 80.00 ± 14.14 | 2, 2 |"), md.output)
+        // Each method's official evaluation protocol beside ours (independent has none).
+        let withDML = runProcess(distillBinary, ["report", a0, b0, "--markdown"])
+        XCTAssertTrue(withDML.output.contains("`dml`'s official evaluation: each peer's top-1"), withDML.output)
+        XCTAssertFalse(withDML.output.contains("`independent`'s official evaluation"), withDML.output)
 
         let svg = root + "/curves.svg"
         let plot = runProcess(distillBinary, ["report", a0, a1, b0, "--plot", svg])

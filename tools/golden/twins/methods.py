@@ -276,6 +276,26 @@ def one(dtype):
     return {"ce": sum(c.item() for c in ces), "ce_ensemble": ce_e.item(), "kl": sum(k.item() for k in kls)}, out
 
 
+# ---- ssld: PaddleClas ppcls/loss/dmlloss.py DMLLoss (softmax, T 1, eps 1e-12; the mean over elements × the
+# class count), no ground-truth term; the teacher in evaluation mode (our choice: PaddleClas leaves it in training
+# mode with frozen parameters; Sources/Distillation/SSLD.swift says so). -------------------------------------------
+def ssld(dtype):
+    x = batch().to(dtype)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
+    opt = torch.optim.SGD(s.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    ps = F.softmax(s(x)[0], 1)
+    with torch.no_grad():
+        pt = F.softmax(t(x)[0], 1)
+    eps, C = 1e-12, ps.shape[1]
+
+    def kldiv(a, target):
+        return target * torch.log((target + eps) / (a + eps)) * C
+
+    loss = ((kldiv(ps, pt) + kldiv(pt, ps)) / 2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    return {"sym_kl": loss.item()}, state([("peer0.", s)])
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -287,6 +307,9 @@ CASES = {
                                                    "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD | {"lr": 0.05})),
     "method-dml": dict(twin=dml, official="the paper's objective (YingZhangDUT/Deep-Mutual-Learning is TensorFlow)",
                        config=config([SMALL, HALF, SMALL], {"name": "dml", "temperature": 3}, SGD | {"nesterov": "true"})),
+    "method-ssld": dict(twin=ssld, teacher="resnet14", official="PaddlePaddle/PaddleClas ppcls/loss/dmlloss.py (DMLLoss), the teacher in evaluation mode (ours)",
+                        config=config([SMALL], {"name": "ssld", "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"},
+                                      SGD | {"nesterov": "false"})),
     "method-fitnets": dict(twin=fitnets, teacher="wrn16_2",
                            official="megvii-research/mdistiller@a08d46f mdistiller/distillers/FitNet.py, _common.py (ConvReg)",
                            config=config([SMALL], {"name": "fitnets", "hint_layer": 2, "feat_weight": 100, "ce_weight": 1,
