@@ -53,13 +53,7 @@ public func crossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing eps: Fl
 /// ONE's official KLLoss computes it; the teacher must then be detached.
 public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float = 1, targetEpsilon: Float = 0) -> Tensor {
     if targetEpsilon > 0 { return klDivergenceShiftedTarget(student: student, teacher: teacher, temperature: T, epsilon: targetEpsilon) }
-    precondition(student.shape == teacher.shape && student.rank == 2,
-                 "klDivergence: student \(student.shape) and teacher \(teacher.shape) must both be [N, C]")
-    precondition(T > 0, "klDivergence: temperature must be positive, got \(T)")
-    let n = student.shape[0], c = student.shape[1]
-    let ls = Tensor(uninitialized: [n, c]), lt = Tensor(uninitialized: [n, c])
-    logSoftmaxRows(student.data, rows: n, cols: c, scale: 1 / T, ls.data)
-    logSoftmaxRows(teacher.data, rows: n, cols: c, scale: 1 / T, lt.data)
+    let (n, c, ls, lt) = temperedLogSoftmax(student, teacher, T)
     var rowKL = [Float](repeating: 0, count: n)
     var total = 0.0
     for r in 0..<n {
@@ -94,15 +88,22 @@ public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float 
     return out
 }
 
-/// T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N for a detached teacher: ∂/∂s_j = T·(Σ_k (p_t,k + ε)·p_s,j − (p_t,j + ε))/N.
-func klDivergenceShiftedTarget(student: Tensor, teacher: Tensor, temperature T: Float, epsilon: Float) -> Tensor {
+/// Rows, columns and the log-softmax of s/T and t/T for a KL term's [N, C] student and teacher logits.
+func temperedLogSoftmax(_ student: Tensor, _ teacher: Tensor, _ T: Float) -> (Int, Int, Tensor, Tensor) {
     precondition(student.shape == teacher.shape && student.rank == 2,
                  "klDivergence: student \(student.shape) and teacher \(teacher.shape) must both be [N, C]")
-    precondition(!teacher.requiresGrad, "klDivergence: a target shifted by targetEpsilon must be detached")
+    precondition(T > 0, "klDivergence: temperature must be positive, got \(T)")
     let n = student.shape[0], c = student.shape[1]
     let ls = Tensor(uninitialized: [n, c]), lt = Tensor(uninitialized: [n, c])
     logSoftmaxRows(student.data, rows: n, cols: c, scale: 1 / T, ls.data)
     logSoftmaxRows(teacher.data, rows: n, cols: c, scale: 1 / T, lt.data)
+    return (n, c, ls, lt)
+}
+
+/// T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N for a detached teacher: ∂/∂s_j = T·(Σ_k (p_t,k + ε)·p_s,j − (p_t,j + ε))/N.
+func klDivergenceShiftedTarget(student: Tensor, teacher: Tensor, temperature T: Float, epsilon: Float) -> Tensor {
+    precondition(!teacher.requiresGrad, "klDivergence: a target shifted by targetEpsilon must be detached")
+    let (n, c, ls, lt) = temperedLogSoftmax(student, teacher, T)
     var mass = [Float](repeating: 0, count: n)
     var total = 0.0
     for r in 0..<n {
