@@ -7,7 +7,8 @@
 //   2. The leader learns from the peers' ensemble, the mean of their logits.
 //   L = Σ_{i<P−1} CE(y, z_i) + CE(y, z_L) + α · w(t) · [ Σ_{i<P−1} T²·KL(softmax(t_i/T) ‖ softmax(z_i/T))
 //                                                         + T²·KL(softmax(mean_j z_j / T) ‖ softmax(z_L/T)) ]
-// with α = 1, T = 3 and w(t) the sigmoid ramp-up. As in the official code (DefangChen/OKDDip `train_GL.py`,
+// with α = 1, T = 3 and w(t) the sigmoid ramp-up, each target's softmax shifted by 1e-7 (not renormalised) as the
+// official KL_Loss. As in the official code (DefangChen/OKDDip@c6a05de `train_GL.py`, `utils.py` KL_Loss,
 // `models/model_cifar/resnet_GL.py`) no target is detached: the KL terms train the projections and reach every
 // peer through its logits and features. Distributed: logits and pooled features travel through the
 // differentiable allgather; each term is computed once, on the rank hosting the peer it belongs to.
@@ -61,7 +62,7 @@ public final class OKDDip: DistillationMethod {
             let c = crossEntropy(logits[k], labels: labels)
             let kl: Tensor
             if p == P - 1 {
-                kl = klDivergence(student: logits[k], teacher: ensemble, temperature: temperature)
+                kl = klDivergence(student: logits[k], teacher: ensemble, temperature: temperature, targetEpsilon: 1e-7)
                 klLeader += kl.item
             } else {
                 let q = query(pooled[k])
@@ -69,7 +70,7 @@ public final class OKDDip: DistillationMethod {
                 let a = energy.softmax()
                 var target = a.slice(axis: 1, 0..<1) * allLogits[0]
                 for j in peers.dropFirst() { target = target + a.slice(axis: 1, j..<(j + 1)) * allLogits[j] }
-                kl = klDivergence(student: logits[k], teacher: target, temperature: temperature)
+                kl = klDivergence(student: logits[k], teacher: target, temperature: temperature, targetEpsilon: 1e-7)
                 klPeers += kl.item
             }
             let loss = c + kl * w

@@ -50,7 +50,7 @@ public func crossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing eps: Fl
 /// Hinton's distillation term T²·KL(softmax(t/T) ‖ softmax(s/T)), summed over classes and divided by N
 /// (`batchmean`). Gradients flow to the student, and to the teacher too unless it is detached. With
 /// `targetEpsilon` ε > 0 the target is p_t + ε (not renormalised), T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N, as
-/// ONE's official KLLoss computes it; the teacher must then be detached.
+/// ONE's and OKDDip's official KL losses compute it.
 public func klDivergence(student: Tensor, teacher: Tensor, temperature T: Float = 1, targetEpsilon: Float = 0) -> Tensor {
     if targetEpsilon > 0 { return klDivergenceShiftedTarget(student: student, teacher: teacher, temperature: T, epsilon: targetEpsilon) }
     let (n, c, ls, lt) = temperedLogSoftmax(student, teacher, T)
@@ -100,31 +100,42 @@ func temperedLogSoftmax(_ student: Tensor, _ teacher: Tensor, _ T: Float) -> (In
     return (n, c, ls, lt)
 }
 
-/// T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N for a detached teacher: ∂/∂s_j = T·(Σ_k (p_t,k + ε)·p_s,j − (p_t,j + ε))/N.
+/// T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N, q = p_t + ε:  ∂/∂s_j = T·(Σ_k q_k·p_s,j − q_j)/N and, when the
+/// teacher is on the tape, ∂/∂t_j = T·p_t,j·((log q_j − log p_s,j) − Σ_k p_t,k·(log q_k − log p_s,k))/N.
 func klDivergenceShiftedTarget(student: Tensor, teacher: Tensor, temperature T: Float, epsilon: Float) -> Tensor {
-    precondition(!teacher.requiresGrad, "klDivergence: a target shifted by targetEpsilon must be detached")
     let (n, c, ls, lt) = temperedLogSoftmax(student, teacher, T)
-    var mass = [Float](repeating: 0, count: n)
+    var mass = [Float](repeating: 0, count: n), mean = [Float](repeating: 0, count: n)
     var total = 0.0
     for r in 0..<n {
-        var s = 0.0, m = 0.0
+        var s = 0.0, m = 0.0, e = 0.0
         for j in 0..<c {
-            let q = Double(Foundation.exp(lt.data[r * c + j]) + epsilon)
-            s += q * (Foundation.log(q) - Double(ls.data[r * c + j]))
-            m += q
+            let p = Double(Foundation.exp(lt.data[r * c + j])), q = p + Double(epsilon)
+            let d = Foundation.log(q) - Double(ls.data[r * c + j])
+            s += q * d; m += q; e += p * d
         }
-        mass[r] = Float(m)
+        mass[r] = Float(m); mean[r] = Float(e)
         total += s
     }
     let factor = T * T / Float(max(n, 1))
     let out = Tensor(scalar: Float(total) * factor)
-    out.record(inputs: [student]) { out in
-        guard student.requiresGrad else { return }
-        let g = out.grad!.data[0] * factor / T, gs = student.gradBuffer()
-        for r in 0..<n {
-            for j in 0..<c {
-                let i = r * c + j
-                gs[i] += g * (mass[r] * Foundation.exp(ls.data[i]) - (Foundation.exp(lt.data[i]) + epsilon))
+    out.record(inputs: [student, teacher]) { out in
+        let g = out.grad!.data[0] * factor / T
+        if student.requiresGrad {
+            let gs = student.gradBuffer()
+            for r in 0..<n {
+                for j in 0..<c {
+                    let i = r * c + j
+                    gs[i] += g * (mass[r] * Foundation.exp(ls.data[i]) - (Foundation.exp(lt.data[i]) + epsilon))
+                }
+            }
+        }
+        if teacher.requiresGrad {
+            let gt = teacher.gradBuffer()
+            for r in 0..<n {
+                for j in 0..<c {
+                    let i = r * c + j, p = Foundation.exp(lt.data[i])
+                    gt[i] += g * p * ((Foundation.log(p + epsilon) - ls.data[i]) - mean[r])
+                }
             }
         }
     }

@@ -38,7 +38,8 @@ final class LossTests: XCTestCase {
         XCTAssertEqual(composite.item, ref, accuracy: 1e-5)
     }
 
-    /// ONE's KLLoss: the target shifted by ε (not renormalised), T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N.
+    /// ONE's and OKDDip's KL: the target shifted by ε (not renormalised), T²·Σ (p_t + ε)(log(p_t + ε) − log p_s)/N;
+    /// gradients to the student, and to the teacher when it is on the tape (OKDDip's targets are).
     func testKLDivergenceWithShiftedTarget() {
         let s = randomTensor([3, 5], seed: 7), t = randomTensor([3, 5], seed: 8).detached(), T: Float = 3, eps: Float = 1e-3
         let p = (t / T).softmax().array, ls = (s / T).logSoftmax().array
@@ -46,6 +47,8 @@ final class LossTests: XCTestCase {
         for i in 0..<15 { let q = Double(p[i] + eps); ref += q * (Foundation.log(q) - Double(ls[i])) }
         XCTAssertEqual(Double(klDivergence(student: s, teacher: t, temperature: T, targetEpsilon: eps).item), ref * 9 / 3, accuracy: 1e-5)
         gradCheck([s], eps: 1e-2, "kl shifted target") { klDivergence(student: $0[0], teacher: t, temperature: T, targetEpsilon: eps) }
+        let live = randomTensor([3, 5], seed: 8)
+        gradCheck([s, live], eps: 1e-2, "kl shifted target, both sides") { klDivergence(student: $0[0], teacher: $0[1], temperature: T, targetEpsilon: eps) }
     }
 
     func testMSE() {

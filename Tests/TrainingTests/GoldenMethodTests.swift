@@ -98,4 +98,5 @@ final class GoldenMethodTests: XCTestCase {
     func testFitNets() throws { try check("fitnets") }
     func testAT() throws { try check("at") }
     func testONE() throws { try check("one") }
+    func testOKDDip() throws { try check("okddip") }
 }

@@ -296,6 +296,46 @@ def ssld(dtype):
     return {"sym_kl": loss.item()}, state([("peer0.", s)])
 
 
+# ---- okddip: DefangChen/OKDDip@c6a05de models/model_cifar/resnet_GL.py (conv1..layer2 shared; layer3_i and
+# classifier3_i per branch; query_weight / key_weight Linear(64 → 64/8, no bias) on each peer's pooled feature,
+# attention softmax over the peers, x_m = Σ_j a_ij z_j; the last branch the group leader), train_GL.py (Σ CE over
+# the peers + CE(leader) + α·w·[Σ KL(x_m,i → z_i) + KL(mean of the peers → leader)], nothing detached; SGD
+# Nesterov) and utils.py KL_Loss (T 3, target softmax + 1e-7, batchmean). w = 1, α = 1. Names as ours.
+def okddip(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(4)]
+    q, k = torch.nn.Linear(16, 2, bias=False).to(dtype), torch.nn.Linear(16, 2, bias=False).to(dtype)
+    golden_weights.fill(q, "method.query_weight."); golden_weights.fill(k, "method.key_weight.")
+    stem = nets[0]
+    params = list(stem.parameters()) + list(q.parameters()) + list(k.parameters())
+    for n in nets[1:]:
+        params += list(n.layer3.parameters()) + list(n.fc.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+    feats = [F.adaptive_avg_pool2d(n.layer3(h), 1).flatten(1) for n in nets]
+    zs = [n.fc(f) for n, f in zip(nets, feats)]
+    T = 3.0
+
+    def kl(student, teacher_logits):
+        target = F.softmax(teacher_logits / T, 1) + 1e-7
+        return T * T * F.kl_div(F.log_softmax(student / T, 1), target, reduction="batchmean")
+
+    pro = torch.stack(zs[:3], -1)                         # B × C × peers
+    pq = torch.stack([q(f) for f in feats[:3]], 1)        # B × peers × 2
+    pk = torch.stack([k(f) for f in feats[:3]], 1)
+    att = F.softmax(torch.bmm(pq, pk.permute(0, 2, 1)), dim=-1)
+    xm = torch.bmm(pro, att.permute(0, 2, 1))             # B × C × peers
+    ces = [F.cross_entropy(z, y) for z in zs]
+    kl_peers = sum(kl(zs[i], xm[:, :, i]) for i in range(3))
+    kl_leader = kl(zs[3], pro.mean(2))
+    opt.zero_grad(); (sum(ces) + 1.0 * (kl_peers + kl_leader)).backward(); opt.step()
+    out = state([("peer0.", stem)])
+    for p, n in enumerate(nets[1:], start=1):
+        out.update(state([(f"peer{p}.layer3.", n.layer3), (f"peer{p}.fc.", n.fc)]))
+    out.update(state([("method.query_weight.", q), ("method.key_weight.", k)]))
+    return {"ce": sum(c.item() for c in ces), "kl_peers": kl_peers.item(), "kl_leader": kl_leader.item()}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -320,6 +360,9 @@ CASES = {
     "method-one": dict(twin=one, official="Lan1991Xu/ONE_NeurIPS2018@54afde3 cifar_one.py, models/cifar/resnet.py, loss/kl_loss.py",
                        config=config([SMALL, SMALL, SMALL], {"name": "one", "temperature": 3, "rampup_epochs": 0},
                                      SGD | {"weight_decay": 1e-4})),
+    "method-okddip": dict(twin=okddip, official="DefangChen/OKDDip@c6a05de train_GL.py, utils.py (KL_Loss), models/model_cifar/resnet_GL.py",
+                          config=config([SMALL] * 4, {"name": "okddip", "temperature": 3, "rampup_epochs": 0, "alpha": 1},
+                                        SGD | {"nesterov": "true"})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
