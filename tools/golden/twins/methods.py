@@ -336,6 +336,118 @@ def okddip(dtype):
     return {"ce": sum(c.item() for c in ces), "kl_peers": kl_peers.item(), "kl_leader": kl_leader.item()}, out
 
 
+# ---- css: PumpkinsLemon/CSS@7b5c928 resnet_css.py (a stem conv1..layer2; branch i: transform(x, i) zeroes its
+# corner square of side ⌊H/4⌋, layer3_i, pool, classifier3_i to C·n joint logits) and train.py (CE_X = Σ_i CE(z_i,
+# y·n + i)/n, KD_X = Σ_i kl_div(log_softmax(z_i^X/T), softmax(z_i^Y/T), batchmean)/n, L_X = CE_X + (CE_X/CE_Y)·T²·KD_X,
+# nothing detached; two SGDs, momentum 0.9, no Nesterov, the same settings: one SGD here). The official networks
+# are bottleneck ResNets; here the small basic one, as our CSS builds on any zoo model. Names as ours.
+def css(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    n, T = 3, 3.0
+    nets = []
+    for p in range(2):
+        bases = [models.ResNet(8, CLASSES, widths=SMALL_WIDTHS).to(dtype) for _ in range(n)]
+        stem = bases[0]
+        for k in ("conv1", "bn1", "layer1", "layer2"):
+            golden_weights.fill(getattr(stem, k), f"peer{p}.{k}.")
+        layers = [b.layer3 for b in bases]
+        heads = [torch.nn.Linear(16, CLASSES * n).to(dtype) for _ in range(n)]
+        for i in range(n):
+            golden_weights.fill(layers[i], f"peer{p}.layer3_{i}."); golden_weights.fill(heads[i], f"peer{p}.classifier3_{i}.")
+        nets.append((stem, layers, heads))
+    params = []
+    for stem, layers, heads in nets:
+        params += [q for k in ("conv1", "bn1", "layer1", "layer2") for q in getattr(stem, k).parameters()]
+        params += [q for m in layers + heads for q in m.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    def forward(net):
+        stem, layers, heads = net
+        h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+        H, W = h.shape[2], h.shape[3]
+        L = H // 4
+        outs = []
+        for i in range(n):
+            m = torch.ones(H, W, dtype=h.dtype)
+            if i == 0: m[0:L, 0:L] = 0
+            elif i == 1: m[H - L:, W - L:] = 0
+            elif i == 2: m[H - L:, 0:L] = 0
+            outs.append(heads[i](F.adaptive_avg_pool2d(layers[i](h * m), 1).flatten(1)))
+        return outs
+
+    za, zb = forward(nets[0]), forward(nets[1])
+    ce = [sum(F.cross_entropy(z[i], y * n + i) / n for i in range(n)) for z in (za, zb)]
+    kd_ab = sum(F.kl_div(F.log_softmax(za[i] / T, 1), F.softmax(zb[i] / T, 1), reduction="batchmean") for i in range(n)) / n
+    kd_ba = sum(F.kl_div(F.log_softmax(zb[i] / T, 1), F.softmax(za[i] / T, 1), reduction="batchmean") for i in range(n)) / n
+    loss = ce[0] + (ce[0] / ce[1]) * kd_ab * T * T + ce[1] + (ce[1] / ce[0]) * kd_ba * T * T
+    opt.zero_grad(); loss.backward(); opt.step()
+    out = {}
+    for p, (stem, layers, heads) in enumerate(nets):
+        for k in ("conv1", "bn1", "layer1", "layer2"):
+            out.update(state([(f"peer{p}.{k}.", getattr(stem, k))]))
+        for i in range(n):
+            out.update(state([(f"peer{p}.layer3_{i}.", layers[i]), (f"peer{p}.classifier3_{i}.", heads[i])]))
+    return {"ce": ce[0].item() + ce[1].item(), "kd": (kd_ab.item() + kd_ba.item()) * T * T}, out
+
+
+# ---- pcl: the reproduction shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation@6afb473
+# src/losses/loss_wrapper.py (CE(z_e) + Σ_i [CE(z_i) + w·KD(z_i, sg(z_e)) + w·PM(z_i, the others' mean-teacher
+# logits)]), src/losses/kd_loss.py (KDLoss: T²·KL batchmean, T 3; PMLoss: the mean over the other peers, targets
+# detached), src/controller.py (the mean model's logits from its own weights, before the step; then the EMA with
+# decay min(1 − 1/(s + 1), 0.999), here 0). Ours by choice (Sources/Distillation/PCL.swift): one mean teacher per
+# peer, each with its own copy of the stem, running in training mode on its peer's view; their stems start equal
+# (peer 0's names). z_e = ensemble_fc(the concatenated pooled features). w = 1. Names as ours.
+def pcl(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    P, T = 3, 3.0
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(P)]
+    means = []
+    for p in range(P):
+        m = models.ResNet(8, CLASSES, widths=SMALL_WIDTHS).to(dtype)
+        for k in ("conv1", "bn1", "layer1", "layer2"):
+            golden_weights.fill(getattr(m, k), f"peer0.extra.{k}.")
+        for k in ("layer3", "fc"):
+            golden_weights.fill(getattr(m, k), f"peer{p}.extra.{k}.")
+        m.train()
+        means.append(m)
+    efc = torch.nn.Linear(P * 16, CLASSES).to(dtype)
+    golden_weights.fill(efc, "method.ensemble_fc.")
+    stem = nets[0]
+    params = list(stem.parameters()) + list(efc.parameters())
+    for n in nets[1:]:
+        params += list(n.layer3.parameters()) + list(n.fc.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+    feats = [F.adaptive_avg_pool2d(n.layer3(h), 1).flatten(1) for n in nets]
+    zs = [n.fc(f) for n, f in zip(nets, feats)]
+    ze = efc(torch.cat(feats, 1))
+    with torch.no_grad():
+        zm = [m(x)[0] for m in means]
+    ce_e = F.cross_entropy(ze, y)
+    ces, kle, klm = [], [], []
+    for i in range(P):
+        ces.append(F.cross_entropy(zs[i], y))
+        kle.append(kl_t(zs[i], ze.detach(), T))
+        klm.append(sum(kl_t(zs[i], zm[j], T) for j in range(P) if j != i) / (P - 1))
+    opt.zero_grad(); (ce_e + sum(ces) + sum(kle) + sum(klm)).backward(); opt.step()
+    with torch.no_grad():  # the EMA at decay 0: each mean teacher's weights become its peer's (the stem peer 0's)
+        for p, m in enumerate(means):
+            for k in ("conv1", "bn1", "layer1", "layer2"):
+                for a, b in zip(getattr(m, k).parameters(), getattr(stem, k).parameters()):
+                    a.copy_(b)
+            for k in ("layer3", "fc"):
+                for a, b in zip(getattr(m, k).parameters(), getattr(nets[p], k).parameters()):
+                    a.copy_(b)
+    out = state([("peer0.", stem), ("method.ensemble_fc.", efc)])
+    for p, n in enumerate(nets[1:], start=1):
+        out.update(state([(f"peer{p}.layer3.", n.layer3), (f"peer{p}.fc.", n.fc)]))
+    for p, m in enumerate(means):
+        out.update(state([(f"peer{p}.extra.layer3.", m.layer3), (f"peer{p}.extra.fc.", m.fc)]))
+    out.update(state([(f"peer0.extra.{k}.", getattr(means[0], k)) for k in ("conv1", "bn1", "layer1", "layer2")]))
+    return {"ce": sum(c.item() for c in ces), "ce_ensemble": ce_e.item(), "kl_ensemble": sum(k.item() for k in kle),
+            "kl_mean_teachers": sum(k.item() for k in klm)}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -363,6 +475,10 @@ CASES = {
     "method-okddip": dict(twin=okddip, official="DefangChen/OKDDip@c6a05de train_GL.py, utils.py (KL_Loss), models/model_cifar/resnet_GL.py",
                           config=config([SMALL] * 4, {"name": "okddip", "temperature": 3, "rampup_epochs": 0, "alpha": 1},
                                         SGD | {"nesterov": "true"})),
+    "method-css": dict(twin=css, official="PumpkinsLemon/CSS@7b5c928 train.py, resnet_css.py",
+                       config=config([SMALL, SMALL], {"name": "css", "temperature": 3, "branches": 3}, SGD | {"nesterov": "false"})),
+    "method-pcl": dict(twin=pcl, official="shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation@6afb473 src/losses/loss_wrapper.py, kd_loss.py, src/controller.py",
+                       config=config([SMALL] * 3, {"name": "pcl", "temperature": 3, "rampup_epochs": 0}, SGD | {"nesterov": "true"})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
