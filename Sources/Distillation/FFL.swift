@@ -4,7 +4,8 @@
 // fusion module takes the concatenation of their final feature maps F = [F_1, …, F_P] and classifies it,
 //   fused logits z_f = fc(AvgPool(ReLU(BN_2(PW(ReLU(BN_1(DW(F))))))))
 // with DW a depthwise 3×3 convolution (one filter per channel), PW a pointwise 1×1 convolution to C_f channels.
-// Mutual teaching, every target detached, T = 3, w(t) the sigmoid ramp-up:
+// Mutual teaching, every target detached and its softmax shifted by 1e-7 (the official KLLoss), T = 3, w(t) the
+// sigmoid ramp-up:
 //   L = Σ_i CE(y, z_i) + CE(y, z_f) + w(t) · [ Σ_i T²·KL(p_f ‖ p_i) + T²·KL(p_ens ‖ p_f) ],   z_ens = mean_i z_i
 // Following Jangho-Kim/FFL-pytorch@8ebdf9b `train_FFL.py` and `our_network.py`:
 //   • the fusion module trains at its own weight decay, 1e-5 (`fusion_weight_decay`; the official code gives it its
@@ -106,9 +107,9 @@ public final class FFL: DistillationMethod {
         let target = fused.detached()
         let w = rampUpWeight(epoch: input.epoch, length: rampUpEpochs)
         let ceF = crossEntropy(fused, labels: labels)
-        let klF = klDivergence(student: fused, teacher: ensemble, temperature: temperature)
+        let klF = klDivergence(student: fused, teacher: ensemble, temperature: temperature, targetEpsilon: 1e-7)
         let p = addPeerTerms(to: (ceF + klF * w) * cohort.sharedScale, logits: logits, labels: labels, target: target,
-                             temperature: temperature, weight: w)
+                             temperature: temperature, weight: w, targetEpsilon: 1e-7)
         return StepResult(objective: p.objective, peerLogits: logits, peerLoss: p.losses,
                           terms: ["ce": p.ce, "ce_fused": ceF.item * cohort.sharedScale, "kl_fused_to_peers": p.kl,
                                   "kl_ensemble_to_fused": klF.item * cohort.sharedScale], teacherLogits: target)

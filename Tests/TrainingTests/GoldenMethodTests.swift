@@ -107,4 +107,6 @@ final class GoldenMethodTests: XCTestCase {
     func testOKDDip() throws { try check("okddip") }
     func testCSS() throws { try check("css") }
     func testPCL() throws { try check("pcl") }
+    func testOKDHP() throws { try check("okdhp") }
+    func testFFL() throws { try check("ffl") }
 }

@@ -448,6 +448,108 @@ def pcl(dtype):
             "kl_mean_teachers": sum(k.item() for k in klm)}, out
 
 
+# ---- okdhp: zhengli97/OKDHP@452c71e, its FAU ensemble on class logits (our adaptation: the official code is pose
+# estimation). lib/models/hourglass_okd_share_less.py's FAU (conv 3/5/7 with bias → BN → ReLU on the shared feature,
+# summed, pooled, Linear → hidden, one Linear → K per branch, softmax over the branches), lib/core/function_okd.py's
+# loss (Σ_b [task(o_b) + kd·r·KLD(ens ‖ o_b)] + ens_w·task(ens), ens not detached), here task = CE and KLD the
+# softmax KL at T = 1 (batchmean); kd 2, ens_w 1, r = 1. The optimiser: SGD (the official Adam is for heatmaps).
+def okdhp(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    B, hidden = 2, 64
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(B)]
+    convs = {k: torch.nn.Conv2d(8, 8, k, padding=k // 2).to(dtype) for k in (3, 5, 7)}
+    bns = {k: torch.nn.BatchNorm2d(8).to(dtype) for k in (3, 5, 7)}
+    fc = torch.nn.Linear(8, hidden).to(dtype)
+    heads = [torch.nn.Linear(hidden, CLASSES).to(dtype) for _ in range(B)]
+    for k in (3, 5, 7):
+        golden_weights.fill(convs[k], f"method.fau.conv{k}."); golden_weights.fill(bns[k], f"method.fau.bn{k}.")
+    golden_weights.fill(fc, "method.fau.fc.")
+    for b in range(B):
+        golden_weights.fill(heads[b], f"method.fau.branch{b}.")
+    stem = nets[0]
+    fau = [m for k in (3, 5, 7) for m in (convs[k], bns[k])] + [fc] + heads
+    params = list(stem.parameters()) + [q for m in fau for q in m.parameters()]
+    for n in nets[1:]:
+        params += list(n.layer3.parameters()) + list(n.fc.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+    zs = [n.fc(F.adaptive_avg_pool2d(n.layer3(h), 1).flatten(1)) for n in nets]
+    u = sum(F.relu(bns[k](convs[k](h))) for k in (3, 5, 7))
+    v = fc(F.adaptive_avg_pool2d(u, 1).flatten(1))
+    alpha = F.softmax(torch.stack([hd(v) for hd in heads], 0), dim=0)   # B × N × K
+    ens = sum(alpha[b] * zs[b] for b in range(B))
+    tasks = [F.cross_entropy(z, y) for z in zs]
+    kls = [F.kl_div(F.log_softmax(z, 1), F.softmax(ens, 1), reduction="batchmean") for z in zs]
+    task_e = F.cross_entropy(ens, y)
+    opt.zero_grad(); (sum(tasks) + 2.0 * sum(kls) + 1.0 * task_e).backward(); opt.step()
+    out = state([("peer0.", stem)])
+    for p, n in enumerate(nets[1:], start=1):
+        out.update(state([(f"peer{p}.layer3.", n.layer3), (f"peer{p}.fc.", n.fc)]))
+    for k in (3, 5, 7):
+        out.update(state([(f"method.fau.conv{k}.", convs[k]), (f"method.fau.bn{k}.", bns[k])]))
+    out.update(state([("method.fau.fc.", fc)] + [(f"method.fau.branch{b}.", heads[b]) for b in range(B)]))
+    return {"task": sum(t.item() for t in tasks), "kl": 2.0 * sum(k.item() for k in kls), "task_ensemble": task_e.item()}, out
+
+
+# ---- ffl: Jangho-Kim/FFL-pytorch@546d478 our_network.py (FFL-S: conv1..layer2 shared, layer3_1/2 with their fc;
+# Fusion_module: depthwise 3×3 over the concatenated maps (no bias) → BN → ReLU → 1×1 to C (no bias) → BN → ReLU →
+# avgpool → fc2), train_FFL.py (CE(z_1) + CE(z_2) + CE(z_f) + w·[KL(z_f → z_1) + KL(z_f → z_2) + KL(mean → z_f)]; SGD
+# Nesterov, the model at wd 1e-4, the fusion module its own at 1e-5) and utils.py KLLoss (T 3, target softmax + 1e-7,
+# detached). w = 1. Names as ours: the fusion module's per-peer slices peerP.module.{dw,bn,pw} (its channels, and its
+# columns of the 1×1), method.fusion_bn / method.fusion_fc.
+def ffl(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    C, T = 16, 3.0
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(2)]
+
+    def rule(name, shape):
+        return torch.from_numpy(golden_weights.value(name, shape)).to(dtype)
+
+    dw = torch.nn.Conv2d(2 * C, 2 * C, 3, padding=1, groups=2 * C, bias=False).to(dtype)
+    bn1 = torch.nn.BatchNorm2d(2 * C).to(dtype)
+    pw = torch.nn.Conv2d(2 * C, C, 1, bias=False).to(dtype)
+    bn2, fc2 = torch.nn.BatchNorm2d(C).to(dtype), torch.nn.Linear(C, CLASSES).to(dtype)
+    with torch.no_grad():
+        dw.weight.copy_(torch.cat([rule(f"peer{p}.module.dw.weight", (C, 1, 3, 3)) for p in range(2)]))
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn1, k).copy_(torch.cat([rule(f"peer{p}.module.bn.{k}", (C,)) for p in range(2)]))
+        pw.weight.copy_(torch.cat([rule(f"peer{p}.module.pw.weight", (C, C, 1, 1)) for p in range(2)], 1))
+    golden_weights.fill(bn2, "method.fusion_bn."); golden_weights.fill(fc2, "method.fusion_fc.")
+    stem = nets[0]
+    model_params = list(stem.parameters()) + list(nets[1].layer3.parameters()) + list(nets[1].fc.parameters())
+    fusion_params = list(dw.parameters()) + list(bn1.parameters()) + list(pw.parameters()) + list(bn2.parameters()) + list(fc2.parameters())
+    opt = torch.optim.SGD(model_params, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    opt_fm = torch.optim.SGD(fusion_params, lr=0.1, momentum=0.9, weight_decay=1e-5, nesterov=True)
+    h = stem.layer2(stem.layer1(F.relu(stem.bn1(stem.conv1(x)))))
+    maps = [n.layer3(h) for n in nets]
+    zs = [n.fc(F.adaptive_avg_pool2d(m, 1).flatten(1)) for n, m in zip(nets, maps)]
+    f = F.relu(bn2(pw(F.relu(bn1(dw(torch.cat(maps, 1)))))))
+    zf = fc2(F.adaptive_avg_pool2d(f, 1).flatten(1))
+
+    def kl(pred, label):
+        target = (F.softmax(label / T, 1) + 1e-7).detach()
+        return T * T * (target * (target.log() - F.log_softmax(pred / T, 1))).sum(1).sum() / N
+
+    ces = [F.cross_entropy(z, y) for z in zs]
+    ce_f = F.cross_entropy(zf, y)
+    kl_peers = [kl(z, zf) for z in zs]
+    kl_fused = kl(zf, (zs[0] + zs[1]) / 2)
+    opt.zero_grad(); opt_fm.zero_grad()
+    (sum(ces) + ce_f + sum(kl_peers) + kl_fused).backward()
+    opt.step(); opt_fm.step()
+    out = state([("peer0.", stem), ("peer1.layer3.", nets[1].layer3), ("peer1.fc.", nets[1].fc),
+                 ("method.fusion_bn.", bn2), ("method.fusion_fc.", fc2)])
+    for p in range(2):
+        rows = slice(p * C, (p + 1) * C)
+        out[f"peer{p}.module.dw.weight"] = dw.weight.detach()[rows].clone()
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            out[f"peer{p}.module.bn.{k}"] = getattr(bn1, k).detach()[rows].clone()
+        out[f"peer{p}.module.bn.num_batches_tracked"] = bn1.num_batches_tracked.clone()
+        out[f"peer{p}.module.pw.weight"] = pw.weight.detach()[:, rows].clone()
+    return {"ce": sum(c.item() for c in ces), "ce_fused": ce_f.item(), "kl_fused_to_peers": sum(k.item() for k in kl_peers),
+            "kl_ensemble_to_fused": kl_fused.item()}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -479,6 +581,12 @@ CASES = {
                        config=config([SMALL, SMALL], {"name": "css", "temperature": 3, "branches": 3}, SGD | {"nesterov": "false"})),
     "method-pcl": dict(twin=pcl, official="shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation@6afb473 src/losses/loss_wrapper.py, kd_loss.py, src/controller.py",
                        config=config([SMALL] * 3, {"name": "pcl", "temperature": 3, "rampup_epochs": 0}, SGD | {"nesterov": "true"})),
+    "method-okdhp": dict(twin=okdhp, official="zhengli97/OKDHP@452c71e lib/core/function_okd.py, lib/models/hourglass_okd_share_less.py (FAU), on class logits (ours)",
+                         config=config([SMALL] * 2, {"name": "okdhp", "kd_weight": 2, "ensemble_weight": 1, "rampup_epochs": 0, "fau_hidden": 64},
+                                       SGD | {"nesterov": "true"})),
+    "method-ffl": dict(twin=ffl, official="Jangho-Kim/FFL-pytorch@546d478 train_FFL.py, our_network.py (FFL-S), utils.py (KLLoss)",
+                       config=config([SMALL] * 2, {"name": "ffl", "temperature": 3, "rampup_epochs": 0, "fusion_weight_decay": 1e-5, "shared_stem": "true"},
+                                     SGD | {"nesterov": "true", "weight_decay": 1e-4})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
