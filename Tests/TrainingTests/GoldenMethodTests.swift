@@ -109,4 +109,5 @@ final class GoldenMethodTests: XCTestCase {
     func testPCL() throws { try check("pcl") }
     func testOKDHP() throws { try check("okdhp") }
     func testFFL() throws { try check("ffl") }
+    func testAvatar() throws { try check("avatar") }
 }

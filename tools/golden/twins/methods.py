@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import golden_weights
+import streams
 from twins import models
 
 N, CLASSES = 8, 100
@@ -550,6 +551,34 @@ def ffl(dtype):
             "kl_ensemble_to_fused": kl_fused.item()}, out
 
 
+# ---- avatar: Gumpest/AvatarKD@f8f8f35 mmrazor/models/losses/akd_cwd.py (one avatar F.dropout(F_t, 0.1); U =
+# BatchNorm2d(affine=False) in training mode on the student only; the target the raw avatar: τ²/(N·C)·Σ softmax(A/τ)
+# ·(log softmax(A/τ) − log softmax(U(S)/τ)), τ 1, weight 7.5) and its configs' align_module (a 1×1 convolution
+# with bias, trained). Ours: on the final maps of a classifier, + CE. The dropout mask is our stream's (its draws
+# replayed by streams.py: (seed 0, "avat", step 0, item, avatar 0)), so the twin drops what we drop.
+def avatar(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
+    align = torch.nn.Conv2d(16, 64, 1).to(dtype)
+    golden_weights.fill(align, "peer0.module.align.")
+    opt = torch.optim.SGD(list(s.parameters()) + list(align.parameters()), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    z, taps, _ = s(x)
+    with torch.no_grad():
+        _, ttaps, _ = t(x)
+    ft = ttaps[-1]                                            # N × 64 × 8 × 8
+    keep = np.float32(1) / (np.float32(1) - np.float32(0.1))
+    mask = streams.keyed_mask((N, 8, 8, 64), list(range(N)), 0, 0x61766174, 0, 0, 0.1, keep)
+    a = ft * torch.from_numpy(mask.transpose(0, 3, 1, 2).copy()).to(dtype)
+    u = F.batch_norm(align(taps[-1]), None, None, training=True, eps=1e-5)
+    tau, n_, c_ = 1.0, N, 64
+    pa = F.softmax(a.reshape(-1, 64) / tau, 1)
+    cost = torch.sum(pa * F.log_softmax(a.reshape(-1, 64) / tau, 1) - pa * F.log_softmax(u.reshape(-1, 64) / tau, 1)) * tau ** 2
+    cwd = 7.5 * cost / (c_ * n_)
+    ce = F.cross_entropy(z, y)
+    opt.zero_grad(); (ce + cwd).backward(); opt.step()
+    return {"ce": ce.item(), "kl": 0.0, "avatar": cwd.item()}, state([("peer0.", s), ("peer0.module.align.", align)])
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -587,6 +616,8 @@ CASES = {
     "method-ffl": dict(twin=ffl, official="Jangho-Kim/FFL-pytorch@546d478 train_FFL.py, our_network.py (FFL-S), utils.py (KLLoss)",
                        config=config([SMALL] * 2, {"name": "ffl", "temperature": 3, "rampup_epochs": 0, "fusion_weight_decay": 1e-5, "shared_stem": "true"},
                                      SGD | {"nesterov": "true", "weight_decay": 1e-4})),
+    "method-avatar": dict(twin=avatar, teacher="resnet14", official="Gumpest/AvatarKD@f8f8f35 mmrazor/models/losses/akd_cwd.py, configs/distill/akd/ (align_module)",
+                          config=config([SMALL], {"name": "avatar", "base": "cwd", "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD)),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
