@@ -2,8 +2,8 @@
 // the official code) and the weight rule both sides draw initial states from, so no weights are stored:
 // a tensor NAME takes u_i = splitmix64(fnv1a64(NAME) + (i + 1)·0x9E3779B97F4A7C15) >> 40, / 2²⁴, and by its role
 // (computed in Double, rounded to Float) (2u − 1)·√(6/fan_in) for rank ≥ 2, 0.75 + 0.5u for a rank-1 weight,
-// 0.2·(u − 0.5) for a bias or running mean, 0.5 + u for a running variance, 0 for num_batches_tracked
-// (tools/golden/golden_weights.py is the same rule).
+// 0.2·(u − 0.5) for a bias or running mean, 0.5 + u for a running variance, 0 for num_batches_tracked, −1 for a
+// name ending in ".z" (CRD's constants, unset) (tools/golden/golden_weights.py is the same rule).
 import Foundation
 import Layers
 import TensorFiles
@@ -33,6 +33,7 @@ public enum GoldenWeights {
     public static func values(_ name: String, shape: [Int]) -> [Float] {
         let n = shape.reduce(1, *)
         if name.hasSuffix("num_batches_tracked") { return [Float](repeating: 0, count: n) }
+        if name.hasSuffix(".z") { return [Float](repeating: -1, count: n) }
         let u = uniforms(name, n)
         if name.hasSuffix("running_mean") { return u.map { Float(0.2 * ($0 - 0.5)) } }
         if name.hasSuffix("running_var") { return u.map { Float(0.5 + $0) } }

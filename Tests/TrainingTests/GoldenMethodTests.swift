@@ -110,4 +110,5 @@ final class GoldenMethodTests: XCTestCase {
     func testOKDHP() throws { try check("okdhp") }
     func testFFL() throws { try check("ffl") }
     func testAvatar() throws { try check("avatar") }
+    func testCRD() throws { try check("crd") }
 }

@@ -5,6 +5,7 @@ A tensor named NAME with n values takes u_i = splitmix64(fnv1a64(NAME) + (i + 1)
   rank ≥ 2 (convolution, linear):  (2u − 1)·sqrt(6 / fan_in),  fan_in = the product of all but the first dimension
   rank 1 ending in "weight":       0.75 + 0.5u          rank 1 ending in "bias": 0.2·(u − 0.5)
   "running_mean": 0.2·(u − 0.5)    "running_var": 0.5 + u    "num_batches_tracked": 0
+  ending in ".z" (CRD's normalisation constants, set at the first step): −1, "not yet set"
 Tests/TestSupport/GoldenWeights.swift is the same rule in Swift.
 """
 import numpy as np
@@ -34,6 +35,8 @@ def value(name: str, shape) -> np.ndarray:
     n = int(np.prod(shape)) if len(shape) else 1
     if name.endswith("num_batches_tracked"):
         return np.zeros(shape, dtype=np.int64)
+    if name.endswith(".z"):
+        return np.full(shape, -1, dtype=np.float32)
     u = uniforms(name, n)
     if name.endswith("running_mean"):
         v = 0.2 * (u - 0.5)

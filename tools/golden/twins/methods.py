@@ -579,6 +579,63 @@ def avatar(dtype):
     return {"ce": ce.item(), "kl": 0.0, "avatar": cwd.item()}, state([("peer0.", s), ("peer0.module.align.", align)])
 
 
+# ---- crd: megvii-research/mdistiller@a08d46f mdistiller/distillers/CRD.py (Embed: linear → L2 normalise, of the
+# pooled features; ContrastMemory: scores exp(⟨M_v1[idx], v_t⟩/τ) and exp(⟨M_v2[idx], v_s⟩/τ), Z = mean·n_data fixed
+# at the first step, banks updated by momentum; ContrastLoss: the NCE with P_n = 1/n_data, ε 1e-7; FEAT_WEIGHT 0.8,
+# CE 1). The negatives: our stream's draws (seed 0, "crdn", epoch, item) of other classes, replayed by streams.py,
+# where mdistiller's CIFAR100InstanceSample draws its own. K = 4 of the 7 other images here.
+def crd(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
+    es, et = torch.nn.Linear(16, 128).to(dtype), torch.nn.Linear(64, 128).to(dtype)
+    golden_weights.fill(es, "peer0.module.embed_s.linear."); golden_weights.fill(et, "peer0.module.embed_t.linear.")
+    mem_s = torch.from_numpy(golden_weights.value("peer0.extra.memory_s.memory", (N, 128))).to(dtype)
+    mem_t = torch.from_numpy(golden_weights.value("peer0.extra.memory_t.memory", (N, 128))).to(dtype)
+    opt = torch.optim.SGD(list(s.parameters()) + list(es.parameters()) + list(et.parameters()), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    K, tau, n_data, mom = 4, 0.07, N, 0.5
+    # our ClassNegatives: positions sorted by class, then a draw r < pool mapped around the own class's block
+    order = sorted(range(N), key=lambda i: (LABELS[i], i))
+    start = {c: order.index(next(i for i in order if LABELS[i] == c)) for c in set(LABELS)}
+    idx = []
+    for item in range(N):
+        g = streams.Generator(0, [0x6372646E, 0, item])
+        yv, own = LABELS[item], LABELS.count(LABELS[item])
+        pool, seen, row = N - own, set(), [item]
+        while len(seen) < K:
+            r = g.next() % pool
+            cand = order[r if r < start[yv] else r + own]
+            if cand not in seen:
+                seen.add(cand); row.append(cand)
+        idx.append(row)
+    idx = torch.tensor(idx)
+    z, _, fs = s(x)
+    with torch.no_grad():
+        _, _, ft = t(x)
+    vs, vt = F.normalize(es(fs), dim=1), F.normalize(et(ft), dim=1)
+    out_s = torch.exp(torch.bmm(mem_t[idx], vs.unsqueeze(2)).squeeze(2) / tau)   # student embedding vs the teacher bank
+    out_t = torch.exp(torch.bmm(mem_s[idx], vt.unsqueeze(2)).squeeze(2) / tau)
+    z_s, z_t = (out_s.mean() * n_data).item(), (out_t.mean() * n_data).item()
+    out_s, out_t = out_s / z_s, out_t / z_t
+
+    def nce(p):
+        c = K / n_data
+        d1 = torch.log(p[:, 0] / (p[:, 0] + c + 1e-7))
+        d0 = torch.log(torch.full_like(p[:, 1:], c) / (p[:, 1:] + c + 1e-7))
+        return -(d1.sum() + d0.sum()) / N
+
+    ce = F.cross_entropy(z, y)
+    contrast = 0.8 * (nce(out_s) + nce(out_t))
+    opt.zero_grad(); (ce + contrast).backward(); opt.step()
+    with torch.no_grad():
+        new_s = F.normalize(mem_s * mom + vs * (1 - mom), dim=1)
+        new_t = F.normalize(mem_t * mom + vt * (1 - mom), dim=1)
+    out = state([("peer0.", s), ("peer0.module.embed_s.linear.", es), ("peer0.module.embed_t.linear.", et)])
+    out["peer0.extra.memory_s.memory"] = new_s
+    out["peer0.extra.memory_t.memory"] = new_t
+    out["peer0.extra.z"] = torch.tensor([z_s, z_t], dtype=dtype)
+    return {"ce": ce.item(), "kl": 0.0, "contrast": contrast.item()}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -618,6 +675,10 @@ CASES = {
                                      SGD | {"nesterov": "true", "weight_decay": 1e-4})),
     "method-avatar": dict(twin=avatar, teacher="resnet14", official="Gumpest/AvatarKD@f8f8f35 mmrazor/models/losses/akd_cwd.py, configs/distill/akd/ (align_module)",
                           config=config([SMALL], {"name": "avatar", "base": "cwd", "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD)),
+    "method-crd": dict(twin=crd, teacher="resnet14", official="megvii-research/mdistiller@a08d46f mdistiller/distillers/CRD.py (our negatives' stream)",
+                       config=config([SMALL], {"name": "crd", "feat_weight": 0.8, "nce_k": 4, "nce_t": 0.07, "nce_momentum": 0.5,
+                                               "embedding_dim": 128, "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"},
+                                     SGD | {"lr": 0.05})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
