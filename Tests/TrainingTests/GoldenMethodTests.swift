@@ -111,4 +111,5 @@ final class GoldenMethodTests: XCTestCase {
     func testFFL() throws { try check("ffl") }
     func testAvatar() throws { try check("avatar") }
     func testCRD() throws { try check("crd") }
+    func testMCL() throws { try check("mcl") }
 }

@@ -56,3 +56,28 @@ def keyed_mask(shape_nhwc, items, seed, tag, step, k, p, keep):
         g = Generator(seed, [tag, step, item, k])
         out[i] = [0.0 if g.uniform() < np.float32(p) else keep for _ in range(per)]
     return out.reshape(shape_nhwc)
+
+
+def epoch_order(count, seed, epoch):
+    """Sources/Datasets/Sampler.swift EpochSampler.order: a Fisher–Yates shuffle from the stream (seed, "epoc", epoch)."""
+    order = list(range(count))
+    g = Generator(seed, [0x65706F63, epoch])
+    for i in range(count - 1, 0, -1):
+        j = g.next() % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def class_negatives(labels, item, k, gen):
+    """Sources/Distillation/Contrast.swift ClassNegatives.draw: k positions of other classes than item's, without
+    replacement (k at most their number): positions sorted by class, a draw r < pool mapped around the own block."""
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], i))
+    y = labels[item]
+    start, own = order.index(next(i for i in order if labels[i] == y)), labels.count(y)
+    pool, seen, out = len(labels) - own, set(), []
+    while len(seen) < k:
+        r = gen.next() % pool
+        cand = order[r if r < start else r + own]
+        if cand not in seen:
+            seen.add(cand); out.append(cand)
+    return out

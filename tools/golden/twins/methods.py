@@ -593,20 +593,7 @@ def crd(dtype):
     mem_t = torch.from_numpy(golden_weights.value("peer0.extra.memory_t.memory", (N, 128))).to(dtype)
     opt = torch.optim.SGD(list(s.parameters()) + list(es.parameters()) + list(et.parameters()), lr=0.05, momentum=0.9, weight_decay=5e-4)
     K, tau, n_data, mom = 4, 0.07, N, 0.5
-    # our ClassNegatives: positions sorted by class, then a draw r < pool mapped around the own class's block
-    order = sorted(range(N), key=lambda i: (LABELS[i], i))
-    start = {c: order.index(next(i for i in order if LABELS[i] == c)) for c in set(LABELS)}
-    idx = []
-    for item in range(N):
-        g = streams.Generator(0, [0x6372646E, 0, item])
-        yv, own = LABELS[item], LABELS.count(LABELS[item])
-        pool, seen, row = N - own, set(), [item]
-        while len(seen) < K:
-            r = g.next() % pool
-            cand = order[r if r < start[yv] else r + own]
-            if cand not in seen:
-                seen.add(cand); row.append(cand)
-        idx.append(row)
+    idx = [[item] + streams.class_negatives(LABELS, item, K, streams.Generator(0, [0x6372646E, 0, item])) for item in range(N)]
     idx = torch.tensor(idx)
     z, _, fs = s(x)
     with torch.no_grad():
@@ -634,6 +621,56 @@ def crd(dtype):
     out["peer0.extra.memory_t.memory"] = new_t
     out["peer0.extra.z"] = torch.tensor([z_s, z_t], dtype=dtype)
     return {"ce": ce.item(), "kl": 0.0, "contrast": contrast.item()}, out
+
+
+# ---- mcl: winycg/MCL-OKD@c15a0fd models/mcl_okd_resnet.py (conv1·bn1·layer1 shared; layer2_i, layer3_i,
+# classifier_i per branch), mcl/criterion.py (Embed: linear → L2 normalise; ContrastLoss, the NCE with Z = mean·n_data
+# recomputed per term, detached), mcl/memory.py (banks, momentum 0.5), main_cifar_mcl_okd.py (Σ CE + T²·KL(sg(mean of
+# all logits) → the last branch) + 0.025·Σ_{i≠j} ℓ_ij, T 3, τ 0.1; SGD Nesterov). The negatives: our stream's
+# (seed 0, "negs", epoch, step, position in the sampler's batch order), replayed by streams.py. K = 4. Names as ours.
+def mcl(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    P, K, tau, T = 3, 4, 0.1, 3.0
+    nets = [model(SMALL, f"peer{p}.", dtype) for p in range(P)]
+    heads = [torch.nn.Linear(16, 128).to(dtype) for _ in range(P)]
+    for p in range(P):
+        golden_weights.fill(heads[p], f"peer{p}.module.linear.")
+    banks = [torch.from_numpy(golden_weights.value(f"peer{p}.extra.memory", (N, 128))).to(dtype) for p in range(P)]
+    stem = nets[0]
+    params = list(stem.parameters()) + [q for hd in heads for q in hd.parameters()]
+    for n in nets[1:]:
+        params += [q for m in (n.layer2, n.layer3, n.fc) for q in m.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    order = streams.epoch_order(N, 0, 0)                      # the sampler's batch: position b holds item order[b]
+    idx = torch.tensor([[order[b]] + streams.class_negatives(LABELS, order[b], K, streams.Generator(0, [0x6E656773, 0, 0, b]))
+                        for b in range(N)])
+    xb, yb = x[order], y[order]
+    h = stem.layer1(F.relu(stem.bn1(stem.conv1(xb))))
+    feats = [F.adaptive_avg_pool2d(n.layer3(n.layer2(h)), 1).flatten(1) for n in nets]
+    zs = [n.fc(f) for n, f in zip(nets, feats)]
+    es = [F.normalize(hd(f), dim=1) for hd, f in zip(heads, feats)]
+    mean = (sum(zs) / P).detach()
+    ces = [F.cross_entropy(z, yb) for z in zs]
+    kl = kl_t(zs[-1], mean, T)
+
+    def nce(bank, e):
+        s_ = torch.exp(torch.bmm(bank[idx], e.unsqueeze(2)).squeeze(2) / tau)
+        p_ = s_ / (s_.mean().detach() * N)
+        c = K / N
+        return -(torch.log(p_[:, 0] / (p_[:, 0] + c + 1e-7)).sum() + torch.log(c / (p_[:, 1:] + c + 1e-7)).sum()) / N
+
+    contrast = sum(nce(banks[i], es[j]) for i in range(P) for j in range(P) if j != i)
+    opt.zero_grad(); (sum(ces) + kl + 0.025 * contrast).backward(); opt.step()
+    out = state([("peer0.", stem)])
+    for p, n in enumerate(nets[1:], start=1):
+        out.update(state([(f"peer{p}.layer2.", n.layer2), (f"peer{p}.layer3.", n.layer3), (f"peer{p}.fc.", n.fc)]))
+    with torch.no_grad():
+        for p in range(P):
+            out.update(state([(f"peer{p}.module.linear.", heads[p])]))
+            new = banks[p].clone()
+            new[torch.tensor(order)] = F.normalize(banks[p][torch.tensor(order)] * 0.5 + es[p] * 0.5, dim=1)
+            out[f"peer{p}.extra.memory"] = new
+    return {"ce": sum(c.item() for c in ces), "kl": kl.item(), "contrast": 0.025 * contrast.item()}, out
 
 
 CASES = {
@@ -679,6 +716,10 @@ CASES = {
                        config=config([SMALL], {"name": "crd", "feat_weight": 0.8, "nce_k": 4, "nce_t": 0.07, "nce_momentum": 0.5,
                                                "embedding_dim": 128, "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"},
                                      SGD | {"lr": 0.05})),
+    "method-mcl": dict(twin=mcl, official="winycg/MCL-OKD@c15a0fd main_cifar_mcl_okd.py, mcl/criterion.py, mcl/memory.py (our negatives' stream)",
+                       config=config([SMALL] * 3, {"name": "mcl", "temperature": 3, "nce_k": 4, "nce_t": 0.1, "nce_momentum": 0.5,
+                                                   "embedding_dim": 128, "contrast_weight": 0.025, "kd_weight": 1},
+                                     SGD | {"nesterov": "true"})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
