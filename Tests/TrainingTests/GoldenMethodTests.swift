@@ -112,4 +112,5 @@ final class GoldenMethodTests: XCTestCase {
     func testAvatar() throws { try check("avatar") }
     func testCRD() throws { try check("crd") }
     func testMCL() throws { try check("mcl") }
+    func testMSDCRD() throws { try check("msdcrd") }
 }

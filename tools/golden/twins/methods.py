@@ -673,6 +673,47 @@ def mcl(dtype):
     return {"ce": sum(c.item() for c in ces), "kl": kl.item(), "contrast": 0.025 * contrast.item()}, out
 
 
+# ---- msdcrd: no official code (Sources/Distillation/MSDCRD.swift: every choice ours); a twin written from that
+# specification: scales 1, 2, 4 average-pooled with window ⌊H/s⌋ and stride ⌊window/2⌋; sample-wise InfoNCE per
+# position over the batch, same-class other images masked out; feature-wise InfoNCE over channels (each channel's
+# responses over the batch and positions); τ 0.1, β 0.8; a 1×1 projection (no bias) when channels differ. Labels
+# with repeats here, so the masking matters.
+MSDCRD_LABELS = [3, 3, 10, 10, 17, 24, 24, 31]
+
+
+def msdcrd(dtype):
+    x, y = batch().to(dtype), torch.tensor(MSDCRD_LABELS)
+    s, t = model(SMALL, "peer0.", dtype), teacher("resnet14", dtype)
+    proj = torch.nn.Conv2d(16, 64, 1, bias=False).to(dtype)
+    golden_weights.fill(proj, "peer0.module.proj.")
+    opt = torch.optim.SGD(list(s.parameters()) + list(proj.parameters()), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    z, taps, _ = s(x)
+    with torch.no_grad():
+        _, ttaps, _ = t(x)
+    fs, ft, tau = proj(taps[-1]), ttaps[-1], 0.1
+    same = (y[:, None] == y[None, :]) & ~torch.eye(N, dtype=torch.bool)
+    sample, feature = 0, 0
+    for sc in (1, 2, 4):
+        k = max(1, 8 // sc)
+        ps, pt = F.avg_pool2d(fs, k, max(1, k // 2)), F.avg_pool2d(ft, k, max(1, k // 2))
+        vs = F.normalize(ps.flatten(2), dim=1)                 # N × C × positions
+        vt = F.normalize(pt.flatten(2), dim=1)
+        P = vs.shape[2]
+        per = 0
+        for p in range(P):
+            logits = vs[:, :, p] @ vt[:, :, p].T / tau
+            logits = logits.masked_fill(same, -1e9)
+            per = per + F.cross_entropy(logits, torch.arange(N))
+        sample = sample + per / P
+        a = F.normalize(ps.permute(1, 0, 2, 3).reshape(ps.shape[1], -1), dim=1)   # C × (N·positions)
+        b = F.normalize(pt.permute(1, 0, 2, 3).reshape(pt.shape[1], -1), dim=1)
+        feature = feature + F.cross_entropy(a @ b.T / tau, torch.arange(a.shape[0]))
+    sample, feature = 0.8 * sample / 3, 0.8 * feature / 3
+    ce = F.cross_entropy(z, y)
+    opt.zero_grad(); (ce + sample + feature).backward(); opt.step()
+    return {"ce": ce.item(), "kl": 0.0, "sample": sample.item(), "feature": feature.item()}, state([("peer0.", s), ("peer0.module.proj.", proj)])
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -720,6 +761,9 @@ CASES = {
                        config=config([SMALL] * 3, {"name": "mcl", "temperature": 3, "nce_k": 4, "nce_t": 0.1, "nce_momentum": 0.5,
                                                    "embedding_dim": 128, "contrast_weight": 0.025, "kd_weight": 1},
                                      SGD | {"nesterov": "true"})),
+    "method-msdcrd": dict(twin=msdcrd, teacher="resnet14", labels=MSDCRD_LABELS, official="no official code: Sources/Distillation/MSDCRD.swift's specification, written independently",
+                          config=config([SMALL], {"name": "msdcrd", "feat_weight": 0.8, "scales": "1,2,4", "nce_t": 0.1,
+                                                  "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD)),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
@@ -739,7 +783,7 @@ def run_case(case, spec, twice):
         return out
 
     ref, noise = twice(run)
-    tensors = {"labels": np.array(LABELS, dtype=np.float32)}
+    tensors = {"labels": np.array(spec.get("labels", LABELS), dtype=np.float32)}
     tensors.update(ref)
     metadata = {"config": spec["config"], "official": spec["official"], "after_floor": spec.get("after_floor", 0.0)}
     if "teacher" in spec:
