@@ -113,4 +113,5 @@ final class GoldenMethodTests: XCTestCase {
     func testCRD() throws { try check("crd") }
     func testMCL() throws { try check("mcl") }
     func testMSDCRD() throws { try check("msdcrd") }
+    func testAFD() throws { try check("afd") }
 }

@@ -714,6 +714,47 @@ def msdcrd(dtype):
     return {"ce": ce.item(), "kl": 0.0, "sample": sample.item(), "feature": feature.item()}, state([("peer0.", s), ("peer0.module.proj.", proj)])
 
 
+# ---- afd: no official code (Sources/Distillation/AFD.swift: every choice ours); a twin written from that
+# specification: 1. DML's logit update (SGD on the networks); 2. a fresh forward, D_k (conv 2×2 → BN → LeakyReLU 0.2
+# → conv 2×2 stride 2 → sigmoid → mean) trained by Adam on (1 − D_k(F_{k−1}))² + D_k(A_k(F_k))², maps detached;
+# 3. the same forward, λ·(1 − D_k(A_k(F_k)))² through the updated D_k, Adam on the networks and adapters. lr 2e-5.
+def afd(dtype):
+    x, y = batch().to(dtype), torch.tensor(LABELS)
+    T, K = 3.0, 2
+    names, chans = [SMALL, HALF], [16, 32]
+    nets = [model(n, f"peer{p}.", dtype) for p, n in enumerate(names)]
+    disc, adapters = [], []
+    for p in range(K):
+        c = chans[(p - 1) % K]
+        d = torch.nn.ModuleDict({"conv1": torch.nn.Conv2d(c, c, 2, 1), "bn": torch.nn.BatchNorm2d(c), "conv2": torch.nn.Conv2d(c, 1, 2, 2)}).to(dtype)
+        golden_weights.fill(d, f"peer{p}.module.discriminator.")
+        a = torch.nn.Conv2d(chans[p], c, 1, bias=False).to(dtype)
+        golden_weights.fill(a, f"peer{p}.module.adapter.")
+        disc.append(d); adapters.append(a)
+
+    def D(d, f):
+        return torch.sigmoid(d["conv2"](F.leaky_relu(d["bn"](d["conv1"](f)), 0.2))).mean(dim=(1, 2, 3))
+
+    net_params = [q for n in nets for q in n.parameters()]
+    sgd = torch.optim.SGD(net_params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    adam_d = torch.optim.Adam([q for d in disc for q in d.parameters()], lr=2e-5)
+    adam_g = torch.optim.Adam(net_params + [q for a in adapters for q in a.parameters()], lr=2e-5)
+    zs = [n(x)[0] for n in nets]
+    ce = [F.cross_entropy(z, y) for z in zs]
+    kl = [kl_t(zs[i], zs[1 - i].detach(), T) for i in range(K)]
+    sgd.zero_grad(); (sum(ce) + sum(kl)).backward(); sgd.step()
+    maps = [n(x)[1][-1] for n in nets]
+    fakes = [adapters[p](maps[p]) for p in range(K)]
+    ld = sum(((1 - D(disc[p], maps[(p - 1) % K].detach())) ** 2).mean() + (D(disc[p], fakes[p].detach()) ** 2).mean() for p in range(K))
+    adam_d.zero_grad(); ld.backward(); adam_d.step()
+    lg = sum(((1 - D(disc[p], fakes[p])) ** 2).mean() for p in range(K))
+    adam_g.zero_grad(); lg.backward(); adam_g.step()
+    out = state([(f"peer{p}.", n) for p, n in enumerate(nets)])
+    for p in range(K):
+        out.update(state([(f"peer{p}.module.discriminator.", disc[p]), (f"peer{p}.module.adapter.", adapters[p])]))
+    return {"ce": sum(c.item() for c in ce), "kl": sum(k.item() for k in kl), "discriminator": ld.item(), "adversarial": lg.item()}, out
+
+
 CASES = {
     "method-independent": dict(twin=independent, official="plain cross-entropy (no official code)",
                                config=config([SMALL, SMALL], {"name": "independent"}, SGD | {"nesterov": "false"})),
@@ -764,6 +805,10 @@ CASES = {
     "method-msdcrd": dict(twin=msdcrd, teacher="resnet14", labels=MSDCRD_LABELS, official="no official code: Sources/Distillation/MSDCRD.swift's specification, written independently",
                           config=config([SMALL], {"name": "msdcrd", "feat_weight": 0.8, "scales": "1,2,4", "nce_t": 0.1,
                                                   "teacher_model": "resnet14", "teacher_checkpoint": "{TEACHER}"}, SGD)),
+    "method-afd": dict(twin=afd, official="no official code: Sources/Distillation/AFD.swift's specification, written independently",
+                       after_floor=1e-3 * 2e-5,
+                       config=config([SMALL, HALF], {"name": "afd", "temperature": 3, "adversarial_lr": 2e-5, "adversarial_weight": 1},
+                                     SGD | {"nesterov": "false"})),
     # Adam's first step moves a weight by lr·g/(|g| + ε), so the float32 rounding of a near-zero gradient becomes a
     # visible fraction of lr: Adam cases allow 1e-3·lr beside the noise.
     "method-oec": dict(twin=oec, official="Devwalkar/BOC-KD@d80a5a8 utils/Losses.py, models/ResNet_cifar.py, tools/train.py",
