@@ -93,6 +93,9 @@ public struct GoldenFile {
             let d = Double(abs(got.data[i] - ref.data[i]))
             if d > worst { worst = d; at = i }
         }
+        if ProcessInfo.processInfo.environment["GOLDEN_REPORT"] != nil {  // one line per comparison, for notes and tables
+            print("golden \(name) \(key) max_abs_diff \(worst) max_abs_ref \(scale) bound \(bound)")
+        }
         XCTAssertLessThanOrEqual(worst, bound, "\(name) \(key): max |Δ| \(worst) at \(at) (\(got.data[at]) vs \(ref.data[at])), bound \(bound) = \(factor)·float32 noise \(noise) + \(floor)·\(scale) + \(absolute)",
                                  file: file, line: line)
     }
