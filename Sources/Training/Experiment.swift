@@ -206,39 +206,41 @@ public final class Experiment {
         parameters = trainable
         replicated = trainable.filter { $0.role == .stem || $0.role == .method }.map { ($0.name, $0.parameter) }
         let main = Experiment.mainOptimizer(config, method: method, parameters: trainable)
-        let method = self.method
-        let late = trainable.compactMap { p -> (name: String, lrScale: Float, fromEpoch: Int)? in
-            guard method.mainPhaseUpdates(p.role, p.local), let s = method.groupSettings(p.role, p.local), s.fromEpoch > 0 else { return nil }
-            return (p.name, s.lrScale, s.fromEpoch)
-        }
-        lateParameters = late
+        lateParameters = zip(main.groups, main.settings).filter { $0.1.fromEpoch > 0 }
+            .flatMap { g, s in g.parameters.map { (name: $0.0, lrScale: s.lrScale, fromEpoch: s.fromEpoch) } }
         let replicatedNames = Set(replicated.map(\.0))
         optimizers = [PhaseOptimizer("main", main.optimizer, replicatedNames: replicatedNames)]
             + method.phases.map { PhaseOptimizer($0.name, Experiment.phaseOptimizer($0, parameters: trainable), replicatedNames: replicatedNames) }
         let scalars = { (list: [(String, Parameter)]) in list.reduce(0) { $0 + $1.1.value.count } }
         optimizerSummary = ["optimizer main (\(config.optimizer), lr \(config.lr) scheduled): "
-            + main.groups.map { g in
-                let from = late.first { $0.name == g.parameters.first?.0 }.map { ", from epoch \($0.fromEpoch + 1)" } ?? ""
-                return "\(scalars(g.parameters)) weights at lr×\(g.lrScale), weight decay \(g.weightDecay ?? config.weightDecay)\(from)"
+            + zip(main.groups, main.settings).map { g, s in
+                let from = s.fromEpoch > 0 ? ", from epoch \(s.fromEpoch + 1)" : ""
+                return "\(scalars(g.parameters)) weights at lr×\(s.lrScale), weight decay \(g.weightDecay ?? config.weightDecay)\(from)"
             }.joined(separator: "; ")]
             + zip(method.phases, optimizers.dropFirst()).map { phase, o in
                 "optimizer \(phase.name) (\(phase.kind.name), lr \(phase.lr) constant): \(scalars(o.optimizer.parameters)) weights, weight decay \(phase.weightDecay)"
             }
     }
 
-    /// The config's optimiser over the parameters the method's main phase updates, in groups by their settings.
-    static func mainOptimizer(_ c: TrainConfig, method: DistillationMethod, parameters: [RankParameter]) -> (optimizer: Optimizer, groups: [ParameterGroup]) {
+    /// The config's optimiser over the parameters the method's main phase updates, in groups by their settings
+    /// (each group's settings beside it). A group that joins after the first epoch starts at lr 0
+    /// (`prepareMainOptimizer` lifts it when its epoch comes).
+    static func mainOptimizer(_ c: TrainConfig, method: DistillationMethod, parameters: [RankParameter])
+        -> (optimizer: Optimizer, groups: [ParameterGroup], settings: [GroupSettings]) {
         var groups: [ParameterGroup] = [], settings: [GroupSettings] = []
         for p in parameters where method.mainPhaseUpdates(p.role, p.local) {
             let s = method.groupSettings(p.role, p.local) ?? GroupSettings()
             if let i = settings.firstIndex(of: s) { groups[i].parameters.append((p.name, p.parameter)) }
-            else { settings.append(s); groups.append(ParameterGroup([(p.name, p.parameter)], lrScale: s.lrScale, weightDecay: s.weightDecay)) }
+            else {
+                settings.append(s)
+                groups.append(ParameterGroup([(p.name, p.parameter)], lrScale: s.fromEpoch > 0 ? 0 : s.lrScale, weightDecay: s.weightDecay))
+            }
         }
         switch c.optimizer {
         case "adam", "adamw":
-            return (Adam(groups: groups, lr: c.lr, betas: (c.beta1, c.beta2), eps: c.eps, weightDecay: c.weightDecay, decoupled: c.optimizer == "adamw"), groups)
+            return (Adam(groups: groups, lr: c.lr, betas: (c.beta1, c.beta2), eps: c.eps, weightDecay: c.weightDecay, decoupled: c.optimizer == "adamw"), groups, settings)
         default:
-            return (SGD(groups: groups, lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov && c.momentum > 0), groups)
+            return (SGD(groups: groups, lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov && c.momentum > 0), groups, settings)
         }
     }
 
